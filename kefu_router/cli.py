@@ -1,0 +1,175 @@
+"""`kefu-router` command line: thin wrappers over the library functions.
+
+train -> evaluate -> export -> predict (and tag, serve). Heavy imports happen
+inside commands so `predict` never loads torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Route Chinese e-commerce customer-service chats.")
+ModelOption = typer.Option(None, "--model", "-m", help="bundle directory (default: $KEFU_ROUTER_MODEL or the bundled model)")
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that mean bad input, reported without a traceback."""
+    from kefu_router.bundle import BundleError
+    from kefu_router.labels import LabelError
+
+    errors: list[type[Exception]] = [BundleError, LabelError, FileNotFoundError]
+    try:
+        from kefu_router.training.config import ConfigError
+        from kefu_router.training.data import DataError
+        from kefu_router.training.export import ParityError
+
+        errors += [ConfigError, DataError, ParityError]
+    except ImportError:  # training extras not installed
+        pass
+    return tuple(errors)
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see training/configs/)"),
+    base_model: Optional[str] = typer.Option(None, help="local directory or hub name of a BERT checkpoint"),
+    data: Optional[List[Path]] = typer.Option(None, help="labelled data file(s); overrides the config"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o"),
+    seed: Optional[int] = typer.Option(None),
+    skip_bad_rows: bool = typer.Option(False, help="skip and count invalid rows instead of failing"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="override any config key: --set epochs=3"),
+):
+    """Fine-tune the multi-task model and save a checkpoint with thresholds and config."""
+    _setup_logging()
+    from kefu_router.training.config import load_config
+    from kefu_router.training.train import train as run_train
+
+    overrides = list(set_ or [])
+    if base_model:
+        overrides.append(f"base_model={base_model}")
+    if data:
+        overrides.append("data=" + json.dumps([str(p) for p in data], ensure_ascii=False))
+    if output_dir:
+        overrides.append(f"output_dir={output_dir}")
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    if skip_bad_rows:
+        overrides.append("skip_bad_rows=true")
+    try:
+        result = run_train(load_config(config, overrides))
+    except _user_errors() as exc:
+        fail(str(exc))
+    typer.echo(f"best epoch {result.best_epoch}; splits {result.splits}; checkpoint {result.checkpoint}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="a train output directory, or a bundle directory with --data"),
+    split: str = typer.Option("test", help="split to score"),
+    data: Optional[Path] = typer.Option(None, help="labelled file (required when evaluating a bundle)"),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="where a bundle's metrics go"),
+    baseline: bool = typer.Option(True, help="also score the TF-IDF + logistic-regression baseline"),
+):
+    """Score a model on a held-out split and write metrics.json and confusion matrices."""
+    _setup_logging()
+    from kefu_router.training.evaluate import evaluate_bundle, evaluate_run
+
+    try:
+        if (run_dir / "metadata.json").exists():
+            if data is None:
+                fail("evaluating a bundle needs --data FILE")
+            evaluate_bundle(run_dir, data, output_dir or Path("eval") / run_dir.name, split)
+        else:
+            evaluate_run(run_dir, split, with_baseline=baseline)
+    except (_user_errors() + (ValueError,)) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="a train output directory"),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="bundle directory to write"),
+    min_agreement: float = typer.Option(0.98, help="fail when ONNX/PyTorch label agreement falls below this"),
+    version: Optional[str] = typer.Option(None, help="bundle version string"),
+):
+    """Export ONNX (fp32 + int8) with a parity check, tokenizer, schema and metadata."""
+    _setup_logging()
+    from kefu_router.training.export import export as run_export
+
+    try:
+        meta = run_export(run_dir, output_dir, min_agreement=min_agreement, version=version)
+    except _user_errors() as exc:
+        fail(str(exc))
+    typer.echo(f"bundle {output_dir} version {meta['version']}")
+
+
+def parse_turn(spec: str) -> tuple[str, str]:
+    """`customer:text` or `agent:text` (买家/客服 work too)."""
+    role, sep, text = spec.partition(":")
+    role = {"买家": "customer", "客服": "agent", "c": "customer", "a": "agent"}.get(role.strip(), role.strip())
+    if not sep or role not in ("customer", "agent") or not text.strip():
+        raise ValueError(f"context turn {spec!r} must look like customer:text or agent:text")
+    return role, text.strip()
+
+
+def _read_stdin_items() -> list:
+    from kefu_router.text import Message
+
+    items = []
+    for lineno, line in enumerate(sys.stdin, start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+                context = [(t["role"], t["text"]) for t in obj.get("context", [])]
+                items.append(Message.of(obj["text"], context))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"stdin line {lineno}: expected text or {{\"text\": ..., \"context\": [...]}} ({exc})") from None
+        else:
+            items.append(Message.of(line))
+    return items
+
+
+@app.command()
+def predict(
+    text: Optional[str] = typer.Argument(None, help="message to classify; omit to read one per line from stdin"),
+    context: Optional[List[str]] = typer.Option(None, "--context", "-c", help="earlier turn, oldest first: customer:… or agent:…"),
+    model: Optional[Path] = ModelOption,
+):
+    """Classify messages and print one JSON object per message."""
+    from kefu_router.predictor import Predictor
+    from kefu_router.text import Message
+
+    try:
+        if text is not None:
+            if not text.strip():
+                fail("text is empty")
+            items = [Message.of(text, [parse_turn(c) for c in context or []])]
+        else:
+            items = _read_stdin_items()
+        predictor = Predictor(model)
+    except (_user_errors() + (ValueError,)) as exc:
+        fail(str(exc))
+    for item, pred in zip(items, predictor.predict(items)):
+        typer.echo(json.dumps({"text": item.text, **pred, "model_version": predictor.version}, ensure_ascii=False))
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,112 @@
+"""Predict emotion, intent and customer type with an exported bundle.
+
+Runtime dependencies only: onnxruntime, tokenizers, numpy. Serving, batch
+tagging, evaluation of bundles and the notebooks all go through `Predictor`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from kefu_router.bundle import Bundle, BundleError, load_bundle
+from kefu_router.labels import CUSTOMER_TYPE, EMOTION, HEADS, INTENT
+from kefu_router.text import Message, encode, pad, prepare_tokenizer
+
+MessageLike = Union[str, Message]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+class Predictor:
+    """Loads a bundle once; `predict` is safe to call from several threads."""
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike | Bundle | None = None,
+        *,
+        precision: str = "int8",
+        batch_size: int = 64,
+        threads: int | None = None,
+    ):
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.batch_size = batch_size
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        path = self.bundle.onnx_path(precision)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.tokenizer = prepare_tokenizer(Tokenizer.from_file(str(self.bundle.path / "tokenizer.json")))
+        except Exception as exc:  # onnxruntime and tokenizers raise their own types for a corrupt file
+            raise BundleError(f"cannot load model bundle {self.bundle.path}: {exc}") from exc
+        self.precision = precision
+        self.pad_id = self.tokenizer.token_to_id("[PAD]")
+        self._input_names = {i.name for i in self.session.get_inputs()}
+        self._thresholds = np.array([self.bundle.thresholds[t] for t in CUSTOMER_TYPE.labels], dtype=np.float32)
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def probabilities(self, messages: Sequence[MessageLike]) -> dict[str, np.ndarray]:
+        """Per head, an array (n_messages, n_labels) of probabilities, in input order."""
+        items = [m if isinstance(m, Message) else Message.of(m) for m in messages]
+        out = {h.name: np.zeros((len(items), h.size), dtype=np.float32) for h in HEADS}
+        if not items:
+            return out
+        encoded = encode(self.tokenizer, items, self.bundle.max_length, self.bundle.max_context_turns)
+        order = np.argsort([len(ids) for ids, _ in encoded], kind="stable")  # similar lengths share a batch
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            feeds = pad([encoded[i] for i in idx], self.pad_id)
+            feeds = {k: v for k, v in feeds.items() if k in self._input_names}
+            logits = self.session.run([h.name for h in HEADS], feeds)
+            for head, head_logits in zip(HEADS, logits):
+                out[head.name][idx] = sigmoid(head_logits) if head.multi_label else softmax(head_logits)
+        return out
+
+    def predict(self, messages: Sequence[MessageLike]) -> list[dict]:
+        """Labels and scores per message: see `format_prediction`."""
+        probs = self.probabilities(messages)
+        return [
+            format_prediction({h: probs[h][i] for h in probs}, self._thresholds) for i in range(len(messages))
+        ]
+
+    def predict_one(self, text: str, context: Iterable[tuple[str, str]] | None = None) -> dict:
+        return self.predict([Message.of(text, context)])[0]
+
+
+def format_prediction(probs: dict[str, np.ndarray], thresholds: np.ndarray) -> dict:
+    """One message's probabilities as labels: top label per single-label head, traits over threshold."""
+    result: dict = {}
+    for head in (EMOTION, INTENT):
+        p = probs[head.name]
+        top = int(np.argmax(p))
+        result[head.name] = {
+            "label": head.labels[top],
+            "zh": head.zh[top],
+            "score": round(float(p[top]), 4),
+            "scores": {label: round(float(v), 4) for label, v in zip(head.labels, p)},
+        }
+    p = probs[CUSTOMER_TYPE.name]
+    result[CUSTOMER_TYPE.name] = [
+        {"label": label, "zh": CUSTOMER_TYPE.zh[i], "score": round(float(p[i]), 4)}
+        for i, label in enumerate(CUSTOMER_TYPE.labels)
+        if p[i] >= thresholds[i]
+    ]
+    result["customer_type_scores"] = {label: round(float(v), 4) for label, v in zip(CUSTOMER_TYPE.labels, p)}
+    return result

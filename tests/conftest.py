@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny randomly initialised BERT (no download) and small data files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MINI_DATA = FIXTURES / "mini.jsonl"
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_tiny_bert(root: Path, texts: list[str]) -> Path:
+    """A 2-layer, 32-hidden BERT with a character vocabulary made from `texts`."""
+    from transformers import BertConfig, BertTokenizerFast
+
+    from kefu_router.text import ROLE_MARK
+    from kefu_router.training.model import BertForKefu
+
+    chars = sorted({ch.lower() for t in [*texts, *ROLE_MARK.values()] for ch in t if not ch.isspace()})
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.txt").write_text("\n".join(SPECIALS + chars) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    config = BertConfig(
+        vocab_size=len(SPECIALS) + len(chars), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=256,
+    )
+    BertForKefu(config).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
+def fixture_texts() -> list[str]:
+    return [json.loads(line)["text"] for line in MINI_DATA.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), fixture_texts())
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_bert, tmp_path_factory) -> Path:
+    """A run trained for a few steps on the mini fixture: shared by pipeline tests."""
+    from kefu_router.training.config import load_config
+    from kefu_router.training.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    config = load_config(
+        None,
+        [f"data=['{MINI_DATA}']", f"base_model={tiny_bert}", f"output_dir={out}", "epochs=3", "batch_size=8",
+         "learning_rate=0.001", "max_length=64", "dev_fraction=0.25", "test_fraction=0.25", "threads=1"],
+    )
+    train(config, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(trained_run, tmp_path_factory) -> Path:
+    from kefu_router.training.evaluate import evaluate_run
+    from kefu_router.training.export import export
+
+    evaluate_run(trained_run)
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    export(trained_run, out, min_agreement=0.9, version="tiny-test")
+    return out
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path) -> Path:
+    """A private copy of the tiny bundle that a test may break."""
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))

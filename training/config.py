@@ -1,0 +1,78 @@
+"""Training configuration: a YAML file validated by pydantic, with `key=value` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kefu_router.text import DEFAULT_MAX_CONTEXT_TURNS, DEFAULT_MAX_LENGTH
+
+
+class LossWeights(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    emotion: float = 1.0
+    intent: float = 1.0
+    customer_type: float = 1.0
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: list[str] = Field(min_length=1, description="labelled files; rows with a `split` column keep it")
+    base_model: str = Field(description="local directory or hub name of a BERT-architecture checkpoint")
+    output_dir: str = "runs/latest"
+    seed: int = 13
+    max_length: int = Field(DEFAULT_MAX_LENGTH, ge=16, le=512)
+    max_context_turns: int = Field(DEFAULT_MAX_CONTEXT_TURNS, ge=0, le=32)
+    epochs: int = Field(10, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimiser steps (smoke runs)")
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = 0.01
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    patience: int = Field(3, ge=1, description="epochs without a better dev macro-F1 before stopping")
+    loss_weights: LossWeights = LossWeights()
+    class_weighting: bool = True
+    dev_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    skip_bad_rows: bool = False
+    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`a.b=value` pairs; values are parsed as YAML so numbers and lists keep their types."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    raw: dict = {}
+    if path:
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+    raw = apply_overrides(raw, list(overrides))
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid training config: {exc}") from None
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.model_dump(), allow_unicode=True, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,132 @@
+"""Export a trained run to a runtime bundle: ONNX (fp32 + int8), tokenizer, schema, metadata.
+
+Export always ends in a parity check against the PyTorch model on held-out
+examples (max |logit difference| and label agreement per head, for both the
+fp32 and int8 graphs). It is printed and the export fails below `min_agreement`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kefu_router.bundle import ONNX_FILES, write_bundle_files
+from kefu_router.labels import CUSTOMER_TYPE, HEADS
+from kefu_router.text import encode, pad, prepare_tokenizer
+from kefu_router.training.config import load_config
+from kefu_router.training.data import to_messages
+
+log = logging.getLogger(__name__)
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+OPSET = 17
+
+
+class ParityError(RuntimeError):
+    pass
+
+
+def export_onnx(model, path: Path) -> None:
+    from kefu_router.training.model import OnnxWrapper
+
+    # The dummy batch must contain padding: with an all-ones mask the tracer may record
+    # a graph that skips masking, which then gives wrong logits on padded batches.
+    dummy = torch.ones((2, 8), dtype=torch.long)
+    mask = dummy.clone()
+    mask[1, 5:] = 0
+    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in INPUTS}
+    axes.update({h.name: {0: "batch_size"} for h in HEADS})
+    with warnings.catch_warnings():  # the TorchScript exporter warns about traced Python control flow
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            OnnxWrapper(model).eval(), (dummy, mask, torch.zeros_like(dummy)), str(path), dynamo=False,
+            input_names=list(INPUTS), output_names=[h.name for h in HEADS], dynamic_axes=axes, opset_version=OPSET,
+        )
+
+
+def quantize(fp32: Path, int8: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+
+
+def parity(model, tokenizer, onnx_path: Path, messages, max_length: int, max_context_turns: int) -> dict:
+    """Max |logit diff| and label agreement per head between PyTorch and an ONNX graph."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    pad_id = tokenizer.token_to_id("[PAD]")
+    encoded = encode(tokenizer, messages, max_length, max_context_turns)
+    report = {h.name: {"max_abs_diff": 0.0, "agree": 0} for h in HEADS}
+    for start in range(0, len(encoded), 32):
+        feeds = pad(encoded[start : start + 32], pad_id)
+        with torch.inference_mode():
+            ref = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+        got = session.run([h.name for h in HEADS], feeds)
+        for h, onnx_logits in zip(HEADS, got):
+            torch_logits = ref[h.name].numpy()
+            r = report[h.name]
+            r["max_abs_diff"] = max(r["max_abs_diff"], float(np.abs(torch_logits - onnx_logits).max()))
+            if h.multi_label:  # agreement on every trait decision at 0 logit = 0.5 probability
+                r["agree"] += int(((torch_logits > 0) == (onnx_logits > 0)).all(axis=1).sum())
+            else:
+                r["agree"] += int((torch_logits.argmax(1) == onnx_logits.argmax(1)).sum())
+    for r in report.values():
+        r["agreement"] = r.pop("agree") / max(len(encoded), 1)
+    return report
+
+
+def export(run_dir: str | Path, output_dir: str | Path, min_agreement: float = 0.98, parity_examples: int = 500, version: str | None = None) -> dict:
+    from transformers import AutoTokenizer
+
+    from kefu_router.training.model import load_model
+    from kefu_router.training.train import load_splits
+
+    run_dir, out = Path(run_dir), Path(output_dir)
+    config = load_config(run_dir / "config.yaml")
+    model = load_model(str(run_dir / "checkpoint")).eval()
+    hf_tokenizer = AutoTokenizer.from_pretrained(run_dir / "checkpoint")
+    tokenizer = prepare_tokenizer(hf_tokenizer.backend_tokenizer)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    export_onnx(model, out / ONNX_FILES["fp32"])
+    quantize(out / ONNX_FILES["fp32"], out / ONNX_FILES["int8"])
+    tokenizer.save(str(out / "tokenizer.json"))
+
+    # Parity on held-out messages: the test split, then dev, of the run's own data.
+    splits, _ = load_splits(config)
+    held_out = (splits["test"] + splits["dev"])[:parity_examples]
+    messages = to_messages(held_out)
+    checks = {p: parity(model, tokenizer, out / f, messages, config.max_length, config.max_context_turns) for p, f in ONNX_FILES.items()}
+    for precision, report in checks.items():
+        for head, r in report.items():
+            print(f"parity {precision:<4} {head:<13} max|diff| {r['max_abs_diff']:.5f}  agreement {r['agreement']:.4f}  (n={len(messages)})")
+    failed = [f"{p}/{h} {r['agreement']:.4f}" for p, rep in checks.items() for h, r in rep.items() if r["agreement"] < min_agreement]
+    if failed:
+        raise ParityError(f"ONNX export disagrees with PyTorch below {min_agreement}: {', '.join(failed)}")
+
+    train_log = json.loads((run_dir / "train_log.json").read_text(encoding="utf-8"))
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
+    thresholds = json.loads((run_dir / "thresholds.json").read_text(encoding="utf-8"))[CUSTOMER_TYPE.name]
+    metadata = {
+        "version": version or f"{out.name}-{train_log['data_fingerprint'][:8]}",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "base_model": config.base_model,
+        "data": config.data,
+        "data_fingerprint": train_log["data_fingerprint"],
+        "max_length": config.max_length,
+        "max_context_turns": config.max_context_turns,
+        "metrics": {"split": metrics.get("split"), "n": metrics.get("n"), **metrics.get("headline", {})},
+        "baseline_metrics": metrics.get("baseline_headline", {}),
+        "parity": {"examples": len(messages), "min_agreement": min_agreement, **checks},
+    }
+    write_bundle_files(out, metadata, thresholds)
+    return metadata

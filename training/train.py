@@ -1,0 +1,199 @@
+"""Fine-tune the multi-task model on CPU (or GPU when present).
+
+1. load and split the data   2. encode with context   3. weighted multi-task loss
+4. train with early stopping on dev macro-F1   5. tune trait thresholds on dev
+6. save an HF checkpoint with tokenizer, schema, thresholds and the resolved config
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+from kefu_router.labels import CUSTOMER_TYPE, HEADS, schema_dict
+from kefu_router.text import encode, pad, prepare_tokenizer
+from kefu_router.training.config import TrainConfig, save_config
+from kefu_router.training.data import Example, fingerprint, label_arrays, load_examples, split_examples, to_messages
+from kefu_router.training.metrics import all_metrics, headline, selection_score, tune_thresholds
+from kefu_router.training.model import BertForKefu, load_model
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    checkpoint: Path
+    best_epoch: int
+    dev_metrics: dict
+    splits: dict[str, int]
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_splits(config: TrainConfig) -> tuple[dict[str, list[Example]], list[str]]:
+    """All data files, validated, de-duplicated and split; also the load reports as text."""
+    examples, reports = [], []
+    for path in config.data:
+        ex, report = load_examples(path, skip_bad=config.skip_bad_rows)
+        examples += ex
+        reports.append(report.summary())
+    return split_examples(examples, config.dev_fraction, config.test_fraction, config.seed), reports
+
+
+def batches(n: int, batch_size: int, shuffle: bool, rng: np.random.Generator):
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+@torch.no_grad()
+def predict_probabilities(model: BertForKefu, tokenizer, examples: list[Example], config: TrainConfig, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Probabilities per head from the PyTorch model (dev scoring, evaluation, export parity)."""
+    model.eval()
+    encoded = encode(tokenizer, to_messages(examples), config.max_length, config.max_context_turns)
+    pad_id = tokenizer.token_to_id("[PAD]")
+    out = {h.name: [] for h in HEADS}
+    for start in range(0, len(encoded), batch_size):
+        feeds = {k: torch.from_numpy(v) for k, v in pad(encoded[start : start + batch_size], pad_id).items()}
+        logits = model(**feeds)
+        for h in HEADS:
+            act = torch.sigmoid if h.multi_label else lambda x: torch.softmax(x, dim=-1)
+            out[h.name].append(act(logits[h.name]).numpy())
+    return {k: np.concatenate(v) if v else np.zeros((0, h.size)) for (k, v), h in zip(out.items(), HEADS)}
+
+
+def class_weights(targets: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Square-root inverse-frequency weights (softmax heads) and positive weights (traits), clipped."""
+    weights = {}
+    for h in HEADS:
+        y = targets[h.name]
+        if h.multi_label:
+            pos = y.sum(axis=0).clip(min=1)
+            weights[h.name] = torch.tensor(np.sqrt((len(y) - pos) / pos).clip(1.0, 10.0), dtype=torch.float32)
+        else:
+            counts = np.bincount(y, minlength=h.size).clip(min=1)
+            w = np.sqrt(len(y) / (h.size * counts)).clip(0.2, 5.0)
+            weights[h.name] = torch.tensor(w / w.mean(), dtype=torch.float32)
+    return weights
+
+
+def train(config: TrainConfig, progress: bool = True) -> TrainResult:
+    set_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out_dir = Path(config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits, reports = load_splits(config)
+    for line in reports:
+        log.info(line)
+    if not splits["train"] or not splits["dev"]:
+        raise ValueError(f"need train and dev examples, got {({k: len(v) for k, v in splits.items()})}")
+
+    hf_tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    tokenizer = prepare_tokenizer(copy.deepcopy(hf_tokenizer.backend_tokenizer))
+    pad_id = tokenizer.token_to_id("[PAD]")
+    model = load_model(config.base_model)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+
+    train_ex = splits["train"]
+    encoded = encode(tokenizer, to_messages(train_ex), config.max_length, config.max_context_turns)
+    targets = label_arrays(train_ex)
+    dev_targets = label_arrays(splits["dev"])
+    weights = class_weights(targets) if config.class_weighting else {}
+    losses = {
+        h.name: (nn.BCEWithLogitsLoss(pos_weight=weights.get(h.name)) if h.multi_label else nn.CrossEntropyLoss(weight=weights.get(h.name))).to(device)
+        for h in HEADS
+    }
+    loss_weights = config.loss_weights.model_dump()
+
+    steps_per_epoch = -(-len(encoded) // config.batch_size)
+    total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    rng = np.random.default_rng(config.seed)
+
+    best = {"score": -1.0, "epoch": 0, "state": None, "metrics": None}
+    history, step = [], 0
+    bar = tqdm(total=total_steps, desc="train", disable=not progress, unit="step")
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        epoch_loss = 0.0
+        for idx in batches(len(encoded), config.batch_size, True, rng):
+            feeds = {k: torch.from_numpy(v).to(device) for k, v in pad([encoded[i] for i in idx], pad_id).items()}
+            logits = model(**feeds)
+            loss = 0.0
+            for h in HEADS:
+                y = torch.from_numpy(targets[h.name][idx]).to(device)
+                loss = loss + loss_weights[h.name] * losses[h.name](logits[h.name], y.float() if h.multi_label else y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            epoch_loss += loss.item()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+            if step >= total_steps:
+                break
+        model.cpu()
+        dev_probs = predict_probabilities(model, tokenizer, splits["dev"], config)
+        model.to(device)
+        dev_metrics = all_metrics(dev_targets, dev_probs, tune_thresholds(dev_targets["customer_type"], dev_probs["customer_type"]))
+        score = selection_score(dev_metrics)
+        history.append({"epoch": epoch, "step": step, "train_loss": epoch_loss / steps_per_epoch, "dev_score": score, **headline(dev_metrics)})
+        log.info("epoch %d: train loss %.4f, dev mean macro-F1 %.4f", epoch, epoch_loss / steps_per_epoch, score)
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict()), "metrics": dev_metrics}
+        elif epoch - best["epoch"] >= config.patience:
+            log.info("early stop: no dev improvement for %d epochs", config.patience)
+            break
+        if step >= total_steps:
+            break
+    bar.close()
+
+    model.load_state_dict(best["state"])
+    model.cpu()
+    thresholds = best["metrics"]["customer_type"]["thresholds"]
+    checkpoint = out_dir / CHECKPOINT
+    model.save_pretrained(checkpoint)
+    hf_tokenizer.save_pretrained(checkpoint)
+    save_config(config, out_dir / "config.yaml")
+    write_json(out_dir / "schema.json", schema_dict())
+    write_json(out_dir / "thresholds.json", {CUSTOMER_TYPE.name: thresholds})
+    all_examples = [ex for s in splits.values() for ex in s]
+    write_json(
+        out_dir / "train_log.json",
+        {
+            "best_epoch": best["epoch"],
+            "best_dev_score": best["score"],
+            "dev_headline": headline(best["metrics"]),
+            "history": history,
+            "data": reports,
+            "splits": {k: len(v) for k, v in splits.items()},
+            "data_fingerprint": fingerprint(all_examples),
+            "base_model": config.base_model,
+        },
+    )
+    return TrainResult(out_dir, checkpoint, best["epoch"], best["metrics"], {k: len(v) for k, v in splits.items()})
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2), encoding="utf-8")
