@@ -15,7 +15,7 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def build_tiny_bert(root: Path, texts: list[str]) -> Path:
     """A 2-layer, 32-hidden BERT with a character vocabulary made from `texts`."""
-    from transformers import BertConfig, BertTokenizerFast
+    from transformers import BertConfig, BertTokenizer
 
     from kefu_router.text import ROLE_MARK
     from kefu_router.training.model import BertForKefu
@@ -23,7 +23,7 @@ def build_tiny_bert(root: Path, texts: list[str]) -> Path:
     chars = sorted({ch.lower() for t in [*texts, *ROLE_MARK.values()] for ch in t if not ch.isspace()})
     root.mkdir(parents=True, exist_ok=True)
     (root / "vocab.txt").write_text("\n".join(SPECIALS + chars) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    tokenizer = BertTokenizer(vocab=str(root / "vocab.txt"))  # transformers 5: `vocab`, not `vocab_file`
     config = BertConfig(
         vocab_size=len(SPECIALS) + len(chars), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=256,

@@ -78,6 +78,23 @@ def predict_probabilities(model: BertForKefu, tokenizer, examples: list[Example]
     return {k: np.concatenate(v) if v else np.zeros((0, h.size)) for (k, v), h in zip(out.items(), HEADS)}
 
 
+MAX_UNKNOWN_SHARE = 0.2
+
+
+def check_vocabulary(encoded: list[tuple[list[int], list[int]]], tokenizer) -> float:
+    """Share of [UNK] tokens in the training inputs; fail when the vocabulary clearly misses the data."""
+    unk = tokenizer.token_to_id("[UNK]")
+    total = sum(len(ids) - 3 for ids, _ in encoded) or 1
+    share = sum(ids.count(unk) for ids, _ in encoded) / total
+    log.info("unknown-token share of the training inputs: %.2f%%", 100 * share)
+    if share > MAX_UNKNOWN_SHARE:
+        raise ValueError(
+            f"{share:.0%} of training tokens are [UNK]: the base model's vocabulary does not cover this data "
+            "(wrong tokenizer files, or a non-Chinese model?)"
+        )
+    return share
+
+
 def class_weights(targets: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Square-root inverse-frequency weights (softmax heads) and positive weights (traits), clipped."""
     weights = {}
@@ -114,6 +131,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     train_ex = splits["train"]
     encoded = encode(tokenizer, to_messages(train_ex), config.max_length, config.max_context_turns)
+    check_vocabulary(encoded, tokenizer)
     targets = label_arrays(train_ex)
     dev_targets = label_arrays(splits["dev"])
     weights = class_weights(targets) if config.class_weighting else {}
