@@ -128,13 +128,14 @@ def export(
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="bundle directory to write"),
     min_agreement: float = typer.Option(0.98, help="fail when ONNX/PyTorch label agreement falls below this"),
     version: Optional[str] = typer.Option(None, help="bundle version string"),
+    keep_fp32: bool = typer.Option(True, help="keep model.onnx beside model.int8.onnx (--no-keep-fp32 for a small bundle)"),
 ):
     """Export ONNX (fp32 + int8) with a parity check, tokenizer, schema and metadata."""
     _setup_logging()
     from kefu_router.training.export import export as run_export
 
     try:
-        meta = run_export(run_dir, output_dir, min_agreement=min_agreement, version=version)
+        meta = run_export(run_dir, output_dir, min_agreement=min_agreement, version=version, keep_fp32=keep_fp32)
     except _user_errors() as exc:
         fail(str(exc))
     typer.echo(f"bundle {output_dir} version {meta['version']}")
@@ -191,6 +192,75 @@ def predict(
         fail(str(exc))
     for item, pred in zip(items, predictor.predict(items)):
         typer.echo(json.dumps({"text": item.text, **pred, "model_version": predictor.version}, ensure_ascii=False))
+
+
+@app.command()
+def serve(
+    model: Optional[Path] = ModelOption,
+    playbooks: Optional[Path] = typer.Option(None, help="playbooks YAML (default: $KEFU_ROUTER_PLAYBOOKS or the packaged file)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 inside a container)"),
+    port: int = typer.Option(8000),
+    batching: Optional[bool] = typer.Option(None, help="micro-batch concurrent requests (default: on, or $KEFU_ROUTER_BATCHING)"),
+):
+    """Start the routing HTTP service (other settings: KEFU_ROUTER_* environment variables, see docs/serving.md)."""
+    try:
+        import uvicorn
+
+        from kefu_router.serve.app import create_app
+        from kefu_router.serve.observability import configure_logging
+        from kefu_router.serve.settings import Settings
+    except ImportError as exc:
+        fail(f"serving needs the serve extra: pip install 'kefu-router[serve]' ({exc})")
+    from pydantic import ValidationError
+
+    from kefu_router.playbooks import PlaybookError
+    from kefu_router.predictor import Predictor
+    from kefu_router.routing import Router
+
+    overrides = {k: v for k, v in {"model": model, "playbooks": playbooks, "batching": batching}.items() if v is not None}
+    try:
+        settings = Settings(**overrides)
+        # Load here, before uvicorn starts, so a bad bundle or playbooks file ends with one clear line.
+        predictor = Predictor(settings.model, precision=settings.precision, threads=settings.threads)
+        router = Router(settings.playbooks, window=settings.window)
+    except ValidationError as exc:
+        fail("bad setting: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except (_user_errors() + (PlaybookError,)) as exc:
+        fail(str(exc))
+    configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings, predictor=predictor, router=router), host=host, port=port,
+                log_config=None, access_log=False)
+
+
+@app.command()
+def tag(
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="chats to tag: .jsonl, .csv or .parquet"),
+    output: Path = typer.Option(..., "--output", "-o", help="tagged rows: .jsonl, .csv or .parquet"),
+    text_col: str = typer.Option("text", help="column with the message text"),
+    conversation_col: Optional[str] = typer.Option(None, help="column with the conversation id (context is built per conversation)"),
+    role_col: Optional[str] = typer.Option(None, help="column with customer|agent: only customer turns are tagged"),
+    order_col: Optional[str] = typer.Option(None, help="column ordering a conversation's turns (rows must already be in this order)"),
+    model: Optional[Path] = ModelOption,
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run into the same OUTPUT"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing OUTPUT"),
+    no_text: bool = typer.Option(False, "--no-text", help="leave the raw text out of the output and the rejects file"),
+    rejects: Optional[Path] = typer.Option(None, help="rejected rows with line and reason (default: OUTPUT stem + .rejects.jsonl)"),
+    batch_size: int = typer.Option(64, help="messages per model call"),
+    chunk_size: int = typer.Option(10_000, help="rows read, tagged and committed at a time"),
+):
+    """Tag a file of chats in streaming chunks; resumable; rejected rows are listed, never dropped."""
+    _setup_logging()
+    from kefu_router.tagging import ColumnNames, TaggingError, tag_file
+
+    columns = ColumnNames(text_col, conversation_col, role_col, order_col)
+    try:
+        summary = tag_file(input_path, output, columns=columns, model=model, no_text=no_text, batch_size=batch_size,
+                           chunk_size=chunk_size, resume=resume, overwrite=overwrite, rejects_path=rejects)
+    except (_user_errors() + (TaggingError,)) as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False))
+    if summary.rows and summary.rejected_by_reason.get("no_text") == summary.rows:
+        typer.secho(f"warning: no row had text in column {text_col!r}; is --text-col right?", err=True, fg=typer.colors.YELLOW)
 
 
 def main() -> None:  # pragma: no cover

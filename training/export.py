@@ -82,7 +82,10 @@ def parity(model, tokenizer, onnx_path: Path, messages, max_length: int, max_con
     return report
 
 
-def export(run_dir: str | Path, output_dir: str | Path, min_agreement: float = 0.98, parity_examples: int = 500, version: str | None = None) -> dict:
+def export(
+    run_dir: str | Path, output_dir: str | Path, min_agreement: float = 0.98, parity_examples: int = 500,
+    version: str | None = None, keep_fp32: bool = True,
+) -> dict:
     from transformers import AutoTokenizer
 
     from kefu_router.training.model import load_model
@@ -129,4 +132,6 @@ def export(run_dir: str | Path, output_dir: str | Path, min_agreement: float = 0
         "parity": {"examples": len(messages), "min_agreement": min_agreement, **checks},
     }
     write_bundle_files(out, metadata, thresholds)
+    if not keep_fp32:  # ship only the int8 graph (the runtime default) to keep the bundle small
+        (out / ONNX_FILES["fp32"]).unlink()
     return metadata
