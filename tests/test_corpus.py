@@ -61,3 +61,10 @@ def test_corpus_file_matches_its_sources(rows):
     expected = to_rows(conversations)
     assert [{k: v for k, v in r.items() if k != "split"} for r in rows] == expected
 
+
+
+def test_data_card_is_generated_from_the_current_corpus():
+    """DATACARD.md numbers come from `python -m kefu_router.training.datacard`: regenerate after any change."""
+    from kefu_router.training.datacard import render
+
+    assert (DATA_DIR / "DATACARD.md").read_text(encoding="utf-8") == render()
