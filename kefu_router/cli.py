@@ -100,6 +100,27 @@ def init_encoder_cmd(
 
 
 @app.command()
+def pretrain(
+    encoder: Path = typer.Option(..., help="directory from init-encoder (tokenizer + encoder)"),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o"),
+    corpus: Optional[Path] = typer.Option(Path("training/data/kefu_corpus.jsonl"), help="labelled corpus (train split text)"),
+    shared_data: Optional[Path] = typer.Option(None, help="../shared/data: add its public corpora"),
+    steps: int = typer.Option(20000),
+    batch_size: int = typer.Option(64),
+    learning_rate: float = typer.Option(5e-4),
+    resume: bool = typer.Option(False, help="continue from the last checkpoint in --output-dir"),
+):
+    """Masked-LM pretraining of the encoder (resumable; uses a GPU when present)."""
+    _setup_logging()
+    from kefu_router.training.pretrain import pretrain as run_pretrain
+    from kefu_router.training.text_sources import iter_text
+
+    lines, used = iter_text(corpus, shared_data)
+    summary = run_pretrain(encoder, output_dir, lines, steps=steps, batch_size=batch_size, learning_rate=learning_rate, resume=resume)
+    typer.echo(f"pretrained {summary['steps']} steps, {summary['tokens_seen']:,} tokens on {', '.join(used)} -> {output_dir}")
+
+
+@app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a train output directory, or a bundle directory with --data"),
     split: str = typer.Option("test", help="split to score"),
