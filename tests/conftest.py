@@ -66,7 +66,9 @@ def tiny_bundle(trained_run, tmp_path_factory) -> Path:
 
     evaluate_run(trained_run)
     out = tmp_path_factory.mktemp("bundle") / "tiny"
-    export(trained_run, out, min_agreement=0.9, version="tiny-test")
+    # A tiny random model's logits sit near every decision boundary, so int8 noise flips labels:
+    # parity is asserted on the fp32 graph in test_pipeline, not through this threshold.
+    export(trained_run, out, min_agreement=0.0, version="tiny-test")
     return out
 
 

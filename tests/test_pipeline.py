@@ -57,6 +57,13 @@ def test_onnx_matches_pytorch_on_padded_batches(trained_run, tiny_bundle):
         assert report[head.name]["agreement"] == 1.0
 
 
+def test_export_fails_when_agreement_is_below_the_threshold(trained_run, tmp_path):
+    from kefu_router.training.export import ParityError, export
+
+    with pytest.raises(ParityError, match="disagrees with PyTorch below 1.01"):
+        export(trained_run, tmp_path / "b", min_agreement=1.01)
+
+
 def test_predictor_returns_labels_and_scores_in_input_order(tiny_bundle):
     from kefu_router.predictor import Predictor
     from kefu_router.text import Message

@@ -34,10 +34,11 @@ class Example:
     conversation_id: str
     text: str
     context: tuple[tuple[str, str], ...]
-    emotion: str
-    intent: str
-    customer_type: tuple[str, ...]
+    emotion: str | None  # None only for weak rows that carry no label for this head
+    intent: str | None
+    customer_type: tuple[str, ...] | None
     split: str | None = None
+    source: str = "gold"
 
 
 @dataclass
@@ -238,18 +239,25 @@ def fingerprint(examples: list[Example]) -> str:
     return h.hexdigest()[:16]
 
 
+MISSING = -100  # the ignore_index of torch's cross-entropy
+
+
 def label_arrays(examples: list[Example]) -> dict[str, np.ndarray]:
-    """Targets as arrays: class ids for emotion and intent, a 0/1 matrix for customer_type."""
+    """Targets as arrays: class ids for emotion and intent, a 0/1 matrix for customer_type.
+
+    A head a weak row does not label gets MISSING (softmax heads) or a 0 in `customer_type_mask`.
+    """
     from kefu_router.labels import CUSTOMER_TYPE, EMOTION, INTENT
 
     traits = np.zeros((len(examples), CUSTOMER_TYPE.size), dtype=np.int64)
     for i, ex in enumerate(examples):
-        for t in ex.customer_type:
+        for t in ex.customer_type or ():
             traits[i, CUSTOMER_TYPE.label2id[t]] = 1
     return {
-        EMOTION.name: np.array([EMOTION.label2id[ex.emotion] for ex in examples], dtype=np.int64),
-        INTENT.name: np.array([INTENT.label2id[ex.intent] for ex in examples], dtype=np.int64),
+        EMOTION.name: np.array([EMOTION.label2id[ex.emotion] if ex.emotion else MISSING for ex in examples], dtype=np.int64),
+        INTENT.name: np.array([INTENT.label2id[ex.intent] if ex.intent else MISSING for ex in examples], dtype=np.int64),
         CUSTOMER_TYPE.name: traits,
+        "customer_type_mask": np.array([ex.customer_type is not None for ex in examples], dtype=np.float32),
     }
 
 

@@ -56,8 +56,13 @@ def quantize(fp32: Path, int8: Path) -> None:
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
 
 
-def parity(model, tokenizer, onnx_path: Path, messages, max_length: int, max_context_turns: int) -> dict:
-    """Max |logit diff| and label agreement per head between PyTorch and an ONNX graph."""
+def parity(model, tokenizer, onnx_path: Path, messages, max_length: int, max_context_turns: int, thresholds: dict[str, float] | None = None) -> dict:
+    """Max |logit diff| and label agreement per head between PyTorch and an ONNX graph.
+
+    Trait agreement compares the decisions at the bundle's tuned thresholds (0.5 when none are given).
+    """
+    probs = np.array([(thresholds or {}).get(t, 0.5) for t in CUSTOMER_TYPE.labels])
+    trait_cut = np.log(probs / (1 - probs))  # sigmoid(logit) >= t  <=>  logit >= logit(t)
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -73,8 +78,8 @@ def parity(model, tokenizer, onnx_path: Path, messages, max_length: int, max_con
             torch_logits = ref[h.name].numpy()
             r = report[h.name]
             r["max_abs_diff"] = max(r["max_abs_diff"], float(np.abs(torch_logits - onnx_logits).max()))
-            if h.multi_label:  # agreement on every trait decision at 0 logit = 0.5 probability
-                r["agree"] += int(((torch_logits > 0) == (onnx_logits > 0)).all(axis=1).sum())
+            if h.multi_label:  # every trait decision must match
+                r["agree"] += int(((torch_logits >= trait_cut) == (onnx_logits >= trait_cut)).all(axis=1).sum())
             else:
                 r["agree"] += int((torch_logits.argmax(1) == onnx_logits.argmax(1)).sum())
     for r in report.values():
@@ -103,11 +108,12 @@ def export(
     quantize(out / ONNX_FILES["fp32"], out / ONNX_FILES["int8"])
     tokenizer.save(str(out / "tokenizer.json"))
 
+    thresholds = json.loads((run_dir / "thresholds.json").read_text(encoding="utf-8"))[CUSTOMER_TYPE.name]
     # Parity on held-out messages: the test split, then dev, of the run's own data.
     splits, _ = load_splits(config)
     held_out = (splits["test"] + splits["dev"])[:parity_examples]
     messages = to_messages(held_out)
-    checks = {p: parity(model, tokenizer, out / f, messages, config.max_length, config.max_context_turns) for p, f in ONNX_FILES.items()}
+    checks = {p: parity(model, tokenizer, out / f, messages, config.max_length, config.max_context_turns, thresholds) for p, f in ONNX_FILES.items()}
     for precision, report in checks.items():
         for head, r in report.items():
             print(f"parity {precision:<4} {head:<13} max|diff| {r['max_abs_diff']:.5f}  agreement {r['agreement']:.4f}  (n={len(messages)})")
@@ -118,7 +124,6 @@ def export(
     train_log = json.loads((run_dir / "train_log.json").read_text(encoding="utf-8"))
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
-    thresholds = json.loads((run_dir / "thresholds.json").read_text(encoding="utf-8"))[CUSTOMER_TYPE.name]
     metadata = {
         "version": version or f"{out.name}-{train_log['data_fingerprint'][:8]}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -23,7 +23,7 @@ from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 from kefu_router.labels import CUSTOMER_TYPE, HEADS, schema_dict
 from kefu_router.text import encode, pad, prepare_tokenizer
 from kefu_router.training.config import TrainConfig, save_config
-from kefu_router.training.data import Example, fingerprint, label_arrays, load_examples, split_examples, to_messages
+from kefu_router.training.data import MISSING, Example, fingerprint, label_arrays, load_examples, split_examples, to_messages
 from kefu_router.training.metrics import all_metrics, headline, selection_score, tune_thresholds
 from kefu_router.training.model import BertForKefu, load_model
 
@@ -96,18 +96,32 @@ def check_vocabulary(encoded: list[tuple[list[int], list[int]]], tokenizer) -> f
 
 
 def class_weights(targets: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Square-root inverse-frequency weights (softmax heads) and positive weights (traits), clipped."""
+    """Square-root inverse-frequency weights (softmax heads) and positive weights (traits), clipped.
+
+    Rows without a label for a head (weak data) are left out of that head's counts.
+    """
     weights = {}
     for h in HEADS:
         y = targets[h.name]
         if h.multi_label:
+            y = y[targets["customer_type_mask"] > 0]
             pos = y.sum(axis=0).clip(min=1)
             weights[h.name] = torch.tensor(np.sqrt((len(y) - pos) / pos).clip(1.0, 10.0), dtype=torch.float32)
         else:
-            counts = np.bincount(y, minlength=h.size).clip(min=1)
-            w = np.sqrt(len(y) / (h.size * counts)).clip(0.2, 5.0)
+            counts = np.bincount(y[y != MISSING], minlength=h.size).clip(min=1)
+            w = np.sqrt(counts.sum() / (h.size * counts)).clip(0.2, 5.0)
             weights[h.name] = torch.tensor(w / w.mean(), dtype=torch.float32)
     return weights
+
+
+def head_loss(head, loss_fn, logits: torch.Tensor, y: torch.Tensor, trait_mask: torch.Tensor) -> torch.Tensor:
+    """One head's loss; rows that carry no label for the head contribute nothing."""
+    if head.multi_label:
+        per_row = loss_fn(logits, y.float()).mean(dim=1)
+        return (per_row * trait_mask).sum() / trait_mask.sum().clamp(min=1.0)
+    if (y == MISSING).all():
+        return logits.sum() * 0.0
+    return loss_fn(logits, y)
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -136,7 +150,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     dev_targets = label_arrays(splits["dev"])
     weights = class_weights(targets) if config.class_weighting else {}
     losses = {
-        h.name: (nn.BCEWithLogitsLoss(pos_weight=weights.get(h.name)) if h.multi_label else nn.CrossEntropyLoss(weight=weights.get(h.name))).to(device)
+        h.name: (
+            nn.BCEWithLogitsLoss(pos_weight=weights.get(h.name), reduction="none") if h.multi_label
+            else nn.CrossEntropyLoss(weight=weights.get(h.name), ignore_index=MISSING)
+        ).to(device)
         for h in HEADS
     }
     loss_weights = config.loss_weights.model_dump()
@@ -157,9 +174,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             feeds = {k: torch.from_numpy(v).to(device) for k, v in pad([encoded[i] for i in idx], pad_id).items()}
             logits = model(**feeds)
             loss = 0.0
+            trait_mask = torch.from_numpy(targets["customer_type_mask"][idx]).to(device)
             for h in HEADS:
                 y = torch.from_numpy(targets[h.name][idx]).to(device)
-                loss = loss + loss_weights[h.name] * losses[h.name](logits[h.name], y.float() if h.multi_label else y)
+                loss = loss + loss_weights[h.name] * head_loss(h, losses[h.name], logits[h.name], y, trait_mask)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
