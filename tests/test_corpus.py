@@ -37,6 +37,13 @@ def test_no_conversation_crosses_splits(rows):
     assert {s for v in split_of.values() for s in v} == {"train", "dev", "test"}
 
 
+def test_splits_are_the_frozen_ones(rows):
+    from kefu_router.training.build_corpus import read_frozen
+
+    frozen = read_frozen()
+    assert {r["conversation_id"]: r["split"] for r in rows} == frozen
+
+
 def test_minimums_hold(rows):
     s = stats(rows)
     assert s["customer_messages"] >= MIN_MESSAGES and s["conversations"] >= MIN_CONVERSATIONS
