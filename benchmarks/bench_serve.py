@@ -1,0 +1,143 @@
+"""Load-test the routing service over loopback, with micro-batching on and off.
+
+    python benchmarks/bench_serve.py --model models/default
+
+1. start `kefu-router serve` on 127.0.0.1 (a free port), batching on, then off;
+2. wait for /readyz;
+3. per concurrency level (1, 8, 32, 64): a few warm-up requests, then a bounded
+   number of POST /v1/route requests (customer conversations of 1-3 customer
+   turns) from that many concurrent clients, stopping early at --max-seconds;
+4. print p50/p95/p99 latency and requests/s per level, and the throughput
+   ratio (batching on / off) at concurrency 32.
+
+The client runs on the same machine and takes CPU from the server, so figures
+are a floor for what a separate load generator would see. The issue's target
+(2-core box, bundled model): at concurrency 32 batching gives >= 3x the
+throughput of batching off, with p99 under 100 ms. This script prints; it
+asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from kefu_router.bundle import resolve_bundle_path
+
+HOST = "127.0.0.1"  # loopback only, never another address
+CONVERSATIONS = [
+    [{"role": "customer", "text": "这条裙子有L码吗"}],
+    [{"role": "customer", "text": "我买的杯子收到就是碎的"}, {"role": "agent", "text": "亲，非常抱歉，麻烦发一下照片"},
+     {"role": "customer", "text": "什么破东西 我要投诉你们"}],
+    [{"role": "customer", "text": "我的快递到哪了"}, {"role": "agent", "text": "包裹已到杭州中转站"},
+     {"role": "customer", "text": "怎么还没到 明天就要用啊"}],
+    [{"role": "customer", "text": "A款和B款哪个好 纠结"}, {"role": "agent", "text": "两款面料不同，您主要什么场合穿呢"},
+     {"role": "customer", "text": "上班穿，再考虑下"}, {"role": "agent", "text": "上班推荐A款"}, {"role": "customer", "text": "好的"}],
+    [{"role": "customer", "text": "能便宜点吗 别家更便宜"}],
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, batching: bool, port: int, extra_env: dict) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", "from kefu_router.cli import app; app()", "serve", "--model", str(model),
+           "--host", HOST, "--port", str(port), "--batching" if batching else "--no-batching"]
+    env = {**os.environ, **extra_env}
+    log = tempfile.TemporaryFile()  # a file, not a pipe: an unread pipe fills up and stalls the server
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise SystemExit(f"server exited: {log.read().decode(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not become ready within 120 s")
+
+
+async def load(url: str, concurrency: int, requests: int, max_seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    stop_at = time.perf_counter() + max_seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        for i in range(min(concurrency, 8)):  # warm-up: open connections, not measured
+            await client.post(url, json={"turns": CONVERSATIONS[i % len(CONVERSATIONS)]})
+
+        async def worker() -> None:
+            nonlocal sent, errors
+            while sent < requests and time.perf_counter() < stop_at:
+                body = {"turns": CONVERSATIONS[sent % len(CONVERSATIONS)]}
+                sent += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(url, json=body)
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - t0)
+                errors += not ok
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"n": len(latencies), "errors": errors, "rps": len(latencies) / elapsed,
+            "p50": q[49] * 1000, "p95": q[94] * 1000, "p99": q[98] * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=None, help="bundle directory (default: the bundled model)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--requests", type=int, default=600, help="requests per level (upper bound)")
+    parser.add_argument("--max-seconds", type=float, default=20, help="time bound per level")
+    parser.add_argument("--max-wait-ms", type=float, default=None, help="KEFU_ROUTER_MAX_WAIT_MS for the server")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="KEFU_ROUTER_MAX_BATCH_SIZE for the server")
+    args = parser.parse_args()
+    model = resolve_bundle_path(args.model)
+    env = {k: str(v) for k, v in {"KEFU_ROUTER_MAX_WAIT_MS": args.max_wait_ms,
+                                  "KEFU_ROUTER_MAX_BATCH_SIZE": args.max_batch_size}.items() if v is not None}
+    print(f"model {model}  cpus {os.cpu_count()}  requests/level <= {args.requests}  seconds/level <= {args.max_seconds}")
+    print(f"{'batching':>8} {'conc':>5} {'n':>6} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    results: dict[tuple[bool, int], dict] = {}
+    for batching in (True, False):
+        port = free_port()
+        server = start_server(model, batching, port, env)
+        try:
+            for c in args.concurrency:
+                r = asyncio.run(load(f"http://{HOST}:{port}/v1/route", c, args.requests, args.max_seconds))
+                results[(batching, c)] = r
+                print(f"{'on' if batching else 'off':>8} {c:>5} {r['n']:>6} {r['errors']:>4} {r['rps']:>8.1f} "
+                      f"{r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f}", flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    if (True, 32) in results and (False, 32) in results:
+        ratio = results[(True, 32)]["rps"] / results[(False, 32)]["rps"]
+        print(f"throughput ratio at concurrency 32 (batching on / off): {ratio:.2f}x; "
+              f"p99 with batching {results[(True, 32)]['p99']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The FastAPI app factory.
+
+    app = create_app()                    # settings from the environment (KEFU_ROUTER_*)
+    uvicorn.run(app)                      # or: kefu-router serve
+
+The model and playbooks load in the lifespan hook, never at import, so tests
+and tools can import the app cheaply; a missing or corrupt bundle or a bad
+playbooks file stops start-up with its own message. `/readyz` turns ready only
+after a warm-up prediction. A Predictor and a Router built elsewhere (the CLI
+builds them to fail early with a clear error) can be handed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Optional, Sequence
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kefu_router.predictor import Predictor
+from kefu_router.routing import Router
+from kefu_router.serve.batcher import MicroBatcher, Overloaded
+from kefu_router.serve.observability import Metrics, ServiceMiddleware
+from kefu_router.serve.routes import health, v1
+from kefu_router.serve.settings import Settings
+from kefu_router.text import Message
+
+log = logging.getLogger("kefu_router.serve")
+
+
+def _package_version() -> str:
+    try:
+        return version("kefu-router")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+WARM_UP = [Message.of("在吗"), Message.of("我买的杯子收到就是碎的，什么时候能给我退款？", [("agent", "您好，请问有什么可以帮您")])]
+
+
+class Service:
+    """What the routes share: settings, model, router, batcher, metrics, readiness."""
+
+    def __init__(self, settings: Settings, predictor: Optional[Predictor], router: Optional[Router]):
+        self.settings = settings
+        self.predictor = predictor
+        self.router = router
+        self.metrics = Metrics()
+        self.batcher: Optional[MicroBatcher] = None
+        self.ready = False
+
+    async def start(self) -> None:
+        s = self.settings
+        if self.predictor is None:
+            self.predictor = Predictor(s.model, precision=s.precision, threads=s.threads)
+        if self.router is None:
+            self.router = Router(s.playbooks, window=s.window)
+        self.batcher = MicroBatcher(
+            self.predictor.predict, batching=s.batching, max_batch_size=s.max_batch_size,
+            max_wait_ms=s.max_wait_ms, max_queue=s.max_queue, on_batch=self.metrics.observe_batch,
+        )
+        self.predictor.predict(WARM_UP)  # first runs are slow (allocations, kernel choice): pay before ready
+        self.batcher.start()
+        self.ready = True
+        log.info("ready", extra={"model_version": self.predictor.version, "precision": self.predictor.precision,
+                                 "batching": s.batching, "max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms,
+                                 "playbooks": self.router.playbooks.source})
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.batcher:
+            await self.batcher.stop()
+
+    async def predict(self, messages: Sequence[Message]) -> list[dict]:
+        predictions = await self.batcher.predict(messages, timeout=self.settings.request_timeout_s)
+        self.metrics.count_predictions(predictions)
+        return predictions
+
+
+def create_app(
+    settings: Optional[Settings] = None, *, predictor: Optional[Predictor] = None, router: Optional[Router] = None
+) -> FastAPI:
+    settings = settings or Settings()
+    svc = Service(settings, predictor, router)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        try:
+            await svc.start()
+        except Exception as exc:
+            log.error("start-up failed: %s", exc)
+            await svc.stop()
+            raise
+        yield
+        await svc.stop()
+
+    app = FastAPI(
+        title="kefu-router",
+        version=_package_version(),
+        summary="把电商客服对话路由到处理方案（playbook）：情绪、意图、客户类型与理由。",
+        description="Route Chinese e-commerce customer-service chats to playbooks. "
+        "`/v1/*` needs an API key when KEFU_ROUTER_API_KEY is set.",
+        lifespan=lifespan,
+    )
+    app.state.service = svc
+    app.include_router(health)
+    app.include_router(v1)
+    app.add_middleware(ServiceMiddleware, metrics=svc.metrics, max_body_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each bad input back, which fails to encode for lone surrogates
+        # and can return customer text; field, reason and error type are enough.
+        detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"].removeprefix("Value error, ")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI only says "error parsing the body"
+            exc = HTTPException(400, f"request body is not valid UTF-8 JSON ({exc.__cause__.reason})")
+        return await http_exception_handler(request, exc)
+
+    return app

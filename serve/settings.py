@@ -1,0 +1,38 @@
+"""Service settings, read from the environment (prefix KEFU_ROUTER_) or passed to `create_app`.
+
+KEFU_ROUTER_MODEL and KEFU_ROUTER_PLAYBOOKS are the same variables the library
+reads, so one environment configures the CLI, the tagger and the service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEFU_ROUTER_", extra="ignore", protected_namespaces=())
+
+    model: Optional[Path] = Field(None, description="bundle directory; default: the bundled model")
+    precision: Literal["int8", "fp32"] = "int8"
+    threads: Optional[int] = Field(None, ge=1, description="onnxruntime intra-op threads; default: all cores")
+    playbooks: Optional[Path] = Field(None, description="playbooks YAML; default: the packaged playbooks.yaml")
+    window: int = Field(5, ge=1, description="recent customer turns read for the conversation's emotion")
+
+    batching: bool = Field(True, description="gather concurrent requests into one ONNX run")
+    max_batch_size: int = Field(64, ge=1, description="messages per ONNX run")
+    max_wait_ms: float = Field(3.0, ge=0, le=1000, description="longest a request waits for others to join its batch")
+    max_queue: int = Field(2048, ge=1, description="messages waiting for the model before requests get 503")
+    request_timeout_s: float = Field(10.0, gt=0, description="inference deadline per request (503 after it)")
+
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="larger bodies get 413")
+    max_messages: int = Field(64, ge=1, description="messages per /v1/classify request")
+    max_turns: int = Field(50, ge=1, description="turns per conversation (and context turns per message)")
+    max_text_chars: int = Field(2000, ge=1, description="longer texts are cut to this and flagged truncated")
+
+    api_key: Optional[SecretStr] = Field(None, description="when set, /v1/* needs X-API-Key or a Bearer token")
+    log_level: str = "INFO"
+    log_masked_text: bool = Field(False, description="log message text, PII-masked (off: no text is logged)")

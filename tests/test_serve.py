@@ -1,0 +1,375 @@
+"""The HTTP service against the tiny bundle: contract, robustness, auth, start-up failures, batching, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from kefu_router.bundle import BundleError  # noqa: E402
+from kefu_router.cli import app as cli  # noqa: E402
+from kefu_router.labels import HEADS  # noqa: E402
+from kefu_router.playbooks import PlaybookError  # noqa: E402
+from kefu_router.privacy import mask_pii  # noqa: E402
+from kefu_router.serve.app import create_app  # noqa: E402
+from kefu_router.serve.batcher import MicroBatcher, Overloaded  # noqa: E402
+from kefu_router.serve.observability import JsonFormatter  # noqa: E402
+from kefu_router.serve.settings import Settings  # noqa: E402
+
+ANGRY = [
+    {"role": "customer", "text": "我买的杯子收到就是碎的"},
+    {"role": "agent", "text": "亲，非常抱歉，麻烦发一下照片"},
+    {"role": "customer", "text": "什么破东西 我要投诉你们", "ts": "2024-06-18T10:00:00+08:00"},
+]
+
+
+def make_client(bundle, **overrides) -> TestClient:
+    return TestClient(create_app(Settings(model=bundle, **overrides)))
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bundle):
+    with make_client(tiny_bundle, max_turns=8, max_messages=4, max_text_chars=100, max_body_bytes=100_000) as c:
+        yield c
+
+
+# --- contract -------------------------------------------------------------------------------------
+
+def test_health_and_readiness_after_warm_up(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready", "model_version": "tiny-test"}
+
+
+def test_classify_returns_labels_and_scores_per_head_for_each_message(client):
+    body = {"messages": [{"text": "这条裙子有L码吗"}, {"text": "怎么还没到", "context": [{"role": "customer", "text": "我的快递"}]}]}
+    r = client.post("/v1/classify", json=body)
+    assert r.status_code == 200
+    data = r.json()
+    assert data["model_version"] == "tiny-test" and len(data["results"]) == 2
+    for result in data["results"]:
+        for head in HEADS:
+            assert head.name in result
+        assert set(result["emotion"]["scores"]) == set(HEADS[0].labels)
+        assert result["truncated"] is False
+
+
+def test_route_returns_playbook_reasons_aggregate_and_one_prediction_per_customer_turn(client):
+    r = client.post("/v1/route", json={"conversation_id": "c-1", "turns": ANGRY})
+    assert r.status_code == 200
+    data = r.json()
+    assert data["conversation_id"] == "c-1"
+    assert set(data["playbook"]) == {"id", "name", "queue", "priority", "sla_seconds", "guidance", "avoid", "opening"}
+    assert isinstance(data["needs_human_review"], bool)
+    assert data["reasons"][-1].startswith(f"rule {data['rule']} -> {data['playbook']['id']}")
+    assert [p["turn"] for p in data["predictions"]] == [0, 2]
+    assert data["aggregate"]["turns"] == 2
+
+
+def test_route_uses_turn_text_to_keep_the_topic_through_acknowledgements(client):
+    turns = [{"role": "customer", "text": "我要退货"}, {"role": "agent", "text": "好的亲"}, {"role": "customer", "text": "好的"}]
+    assert client.post("/v1/route", json={"turns": turns}).json()["aggregate"]["fillers"] == [2]
+
+
+def test_model_info_gives_version_labels_metrics_and_playbooks(client):
+    data = client.get("/v1/model").json()
+    assert data["version"] == "tiny-test"
+    assert data["labels"]["emotion"]["labels"] == list(HEADS[0].labels)
+    assert "emotion_macro_f1" in data["metrics"]
+    assert "angry_escalation" in data["playbooks"]["ids"]
+
+
+def test_metrics_count_requests_batches_labels_and_playbooks(client):
+    client.post("/v1/route", json={"turns": ANGRY})
+    text = client.get("/metrics").text
+    for name in ("kefu_requests_total", "kefu_request_seconds_bucket", "kefu_batch_size_bucket",
+                 "kefu_predicted_labels_total", "kefu_routed_total"):
+        assert name in text
+    assert 'kefu_requests_total{endpoint="/v1/route",status="200"}' in text
+
+
+def test_openapi_has_chinese_examples(client):
+    spec = client.get("/openapi.json").json()
+    assert "什么破东西" in json.dumps(spec["components"]["schemas"]["RouteRequest"], ensure_ascii=False)
+
+
+# --- robustness: every bad input gets a 4xx with a reason --------------------------------------------
+
+@pytest.mark.parametrize(
+    "path, body, where",
+    [
+        ("/v1/classify", {"messages": [{"text": ""}]}, ["body", "messages", 0, "text"]),
+        ("/v1/classify", {"messages": [{"text": " \n\t "}]}, ["body", "messages", 0, "text"]),
+        ("/v1/route", {"turns": [{"role": "customer", "text": "   "}]}, ["body", "turns", 0, "text"]),
+        ("/v1/classify", {"messages": [{"text": 123}]}, ["body", "messages", 0, "text"]),
+        ("/v1/classify", {"messages": "这条裙子有L码吗"}, ["body", "messages"]),
+        ("/v1/classify", {"messages": []}, ["body", "messages"]),
+        ("/v1/route", {"turns": [{"role": "boss", "text": "你好"}]}, ["body", "turns", 0, "role"]),
+        ("/v1/route", {"turns": [{"role": "customer", "text": "你好", "ts": {"day": 1}}]}, ["body", "turns", 0, "ts"]),
+        ("/v1/route", {"turns": [{"role": "customer", "text": "你好", "mood": "bad"}]}, ["body", "turns", 0, "mood"]),
+        ("/v1/route", {"turns": [{"role": "agent", "text": "您好"}]}, ["body", "turns"]),
+        ("/v1/route", {"turns": [{"role": "customer", "text": "在吗"}] * 9}, ["body", "turns"]),
+        ("/v1/classify", {"messages": [{"text": "在吗"}] * 5}, ["body", "messages"]),
+        ("/v1/classify", {"messages": [{"text": "在吗", "context": [{"role": "agent", "text": "在"}] * 9}]}, ["body", "context"]),
+        ("/v1/classify", [1, 2], ["body"]),
+    ],
+)
+def test_invalid_requests_get_422_naming_the_field(client, path, body, where):
+    r = client.post(path, json=body)
+    assert r.status_code == 422
+    assert any(err["loc"] == where and err["msg"] for err in r.json()["detail"]), r.json()
+
+
+def test_a_lone_surrogate_is_rejected_not_a_server_error(client):
+    r = client.post("/v1/classify", content=b'{"messages": [{"text": "\\ud800"}]}', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "surrogate" in r.text
+
+
+def test_a_very_long_text_is_truncated_and_flagged(client):
+    long_text = "这条裙子有L码吗" * 1500  # 12,000 characters
+    r = client.post("/v1/classify", json={"messages": [{"text": long_text}, {"text": "在吗"}]})
+    assert r.status_code == 200
+    assert [m["truncated"] for m in r.json()["results"]] == [True, False]
+    r = client.post("/v1/route", json={"turns": [{"role": "agent", "text": long_text}, {"role": "customer", "text": "在吗"}]})
+    assert r.status_code == 200 and r.json()["predictions"][0]["truncated"] is True
+
+
+def test_invalid_json_gets_422(client):
+    r = client.post("/v1/route", content=b'{"turns": [', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_a_non_utf8_body_gets_400_saying_so(client):
+    body = '{"messages": [{"text": "在吗"}]}'.encode("gbk")[:-6] + "退货\"}]}".encode("gbk")
+    r = client.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "UTF-8" in r.json()["detail"]
+
+
+def test_a_huge_body_gets_413_from_its_content_length(client):
+    r = client.post("/v1/classify", content=b" " * 150_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "larger than 100000 bytes" in r.json()["detail"]
+
+
+def test_a_huge_streamed_body_without_content_length_gets_413(client):
+    chunks = (b'{"messages": [{"text": "' + b"a" * 30_000 + b'"}]}' for _ in range(4))
+    r = client.post("/v1/classify", content=chunks, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_unknown_paths_and_methods_are_4xx(client):
+    assert client.get("/v1/nothing").status_code == 404
+    assert client.get("/v1/route").status_code == 405
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+def test_api_key_is_required_on_v1_when_set_and_health_stays_open(tiny_bundle):
+    with make_client(tiny_bundle, api_key="s3cret") as c:
+        body = {"messages": [{"text": "在吗"}]}
+        assert c.post("/v1/classify", json=body).status_code == 401
+        assert c.post("/v1/classify", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.post("/v1/classify", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.post("/v1/classify", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/v1/model").status_code == 401
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+
+
+def test_without_an_api_key_setting_v1_is_open(client):
+    assert client.get("/v1/model").status_code == 200
+
+
+# --- start-up failures ----------------------------------------------------------------------------
+
+def test_a_missing_bundle_stops_start_up(tmp_path):
+    with pytest.raises(BundleError, match="model bundle not found"):
+        with make_client(tmp_path / "nope"):
+            pass
+
+
+def test_a_corrupt_bundle_stops_start_up(bundle_copy):
+    (bundle_copy / "model.int8.onnx").write_bytes(b"not an onnx graph")
+    with pytest.raises(BundleError, match="cannot load model bundle"):
+        with make_client(bundle_copy):
+            pass
+
+
+def test_a_bad_playbooks_file_stops_start_up(tiny_bundle, tmp_path):
+    bad = tmp_path / "playbooks.yaml"
+    bad.write_text("version: 1\nplaybooks: []\nrules: []\n", encoding="utf-8")
+    with pytest.raises(PlaybookError, match="playbooks"):
+        with make_client(tiny_bundle, playbooks=bad):
+            pass
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("missing", "model bundle not found"),
+    ("corrupt", "cannot load model bundle"),
+    ("no-metadata", "is incomplete: missing metadata.json"),
+])
+def test_serve_command_fails_with_a_clear_message_on_a_bad_bundle(bundle_copy, breakage, message):
+    target = bundle_copy
+    if breakage == "missing":
+        target = bundle_copy / "absent"
+    elif breakage == "corrupt":
+        (bundle_copy / "model.int8.onnx").write_bytes(b"\x00garbage")
+    else:
+        (bundle_copy / "metadata.json").unlink()
+    result = CliRunner().invoke(cli, ["serve", "--model", str(target)])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and message in result.output and "Traceback" not in result.output
+
+
+# --- micro-batching -------------------------------------------------------------------------------
+
+def run_jobs(batcher: MicroBatcher, jobs: list[list[str]]) -> list[list]:
+    async def main():
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.predict(job, timeout=30) for job in jobs))
+        finally:
+            await batcher.stop()
+    return asyncio.run(main())
+
+
+def test_concurrent_requests_share_one_model_call_and_get_their_own_results():
+    calls = []
+    batcher = MicroBatcher(lambda msgs: calls.append(list(msgs)) or [m.upper() for m in msgs],
+                           max_batch_size=5, max_wait_ms=30_000)
+    results = run_jobs(batcher, [["a"], ["b", "c"], ["d"], ["e"]])
+    assert calls == [["a", "b", "c", "d", "e"]]
+    assert results == [["A"], ["B", "C"], ["D"], ["E"]]
+
+
+def test_with_batching_off_every_request_gets_its_own_model_call():
+    calls = []
+    batcher = MicroBatcher(lambda msgs: calls.append(list(msgs)) or list(msgs), batching=False)
+    run_jobs(batcher, [["a"], ["b", "c"], ["d"]])
+    assert calls == [["a"], ["b", "c"], ["d"]]
+
+
+def test_a_batch_never_grows_past_max_batch_size_by_adding_requests():
+    calls = []
+    batcher = MicroBatcher(lambda msgs: calls.append(len(msgs)) or list(msgs), max_batch_size=2, max_wait_ms=30_000)
+    run_jobs(batcher, [["a"], ["b"], ["c"], ["d"]])
+    assert calls == [2, 2]
+
+
+def test_a_failing_model_call_fails_its_requests_and_the_worker_keeps_going():
+    def predict(msgs):
+        if "bad" in msgs:
+            raise RuntimeError("boom")
+        return list(msgs)
+
+    async def main():
+        batcher = MicroBatcher(predict, batching=False)
+        batcher.start()
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.predict(["bad"], timeout=30)
+        ok = await batcher.predict(["fine"], timeout=30)
+        await batcher.stop()
+        return ok
+
+    assert asyncio.run(main()) == ["fine"]
+
+
+def test_a_full_queue_answers_overloaded_instead_of_waiting():
+    async def main():
+        batcher = MicroBatcher(lambda msgs: list(msgs), max_queue=2)
+        batcher.start()
+        try:
+            with pytest.raises(Overloaded, match="more than 2 messages"):
+                await batcher.predict(["a", "b", "c"], timeout=30)
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_overload_is_a_503_with_retry_after(tiny_bundle):
+    with make_client(tiny_bundle, max_queue=1) as c:
+        r = c.post("/v1/classify", json={"messages": [{"text": "在吗"}, {"text": "好的"}]})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+
+
+def test_classify_gives_the_same_answer_with_batching_on_and_off(tiny_bundle):
+    body = {"messages": [{"text": "这条裙子有L码吗"}, {"text": "什么破东西"}]}
+    answers = []
+    for batching in (True, False):
+        with make_client(tiny_bundle, batching=batching) as c:
+            answers.append(c.post("/v1/classify", json=body).json())
+    assert answers[0] == answers[1]
+
+
+# --- logs and privacy -----------------------------------------------------------------------------
+
+def test_request_logs_are_structured_and_carry_no_message_text(client, caplog):
+    secret = "我电话13812345678 收件人张三丰"
+    with caplog.at_level(logging.INFO, logger="kefu_router.serve.access"):
+        client.post("/v1/route", json={"turns": [{"role": "customer", "text": secret}]})
+    records = [r for r in caplog.records if r.name == "kefu_router.serve.access"]
+    line = json.loads(JsonFormatter().format(records[-1]))
+    assert line["path"] == "/v1/route" and line["status"] == 200 and "playbook" in line
+    assert "13812345678" not in json.dumps(line, ensure_ascii=False) and "张三丰" not in json.dumps(line, ensure_ascii=False)
+
+
+def test_masked_text_logging_hides_pii(tiny_bundle, caplog):
+    with make_client(tiny_bundle, log_masked_text=True) as c, caplog.at_level(logging.INFO, logger="kefu_router.serve.access"):
+        c.post("/v1/classify", json={"messages": [{"text": "我电话13812345678 收件人张三丰"}]})
+    record = [r for r in caplog.records if r.name == "kefu_router.serve.access"][-1]
+    assert record.texts_masked == ["我电话[电话] 收件人[姓名]"]
+
+
+@pytest.mark.parametrize("text, hidden, placeholder", [
+    ("联系我 13812345678", "13812345678", "[电话]"),
+    ("+86 138-1234-5678", "1234", "[电话]"),
+    ("座机0571-88888888", "88888888", "[电话]"),
+    ("订单号：2024061812345678 还没发货", "2024061812345678", "[单号]"),
+    ("运单号SF1234567890123", "SF1234567890123", "[单号]"),
+    ("地址：北京市朝阳区建国路88号院3号楼201室", "建国路", "[地址]"),
+    ("寄到浙江省杭州市西湖区文三路100号", "文三路", "[地址]"),
+    ("收件人张三丰", "张三丰", "[姓名]"),
+    ("我叫李雷", "李雷", "[姓名]"),
+    ("王先生您好", "王先生", "*先生"),
+    ("邮箱abc@qq.com", "abc@qq.com", "[邮箱]"),
+    ("身份证11010519491231002X", "11010519491231002X", "[身份证]"),
+])
+def test_mask_pii_hides_phones_order_ids_addresses_and_names(text, hidden, placeholder):
+    masked = mask_pii(text)
+    assert hidden not in masked and placeholder in masked
+
+
+def test_mask_pii_leaves_ordinary_questions_alone():
+    for text in ("这条裙子有L码吗", "能便宜点吗 别家更便宜", "怎么还没到 明天就要用啊"):
+        assert mask_pii(text) == text
+
+
+# --- schemathesis: generated requests from the OpenAPI spec never get a 5xx --------------------------
+
+def test_generated_requests_from_the_openapi_spec_never_get_a_server_error(tiny_bundle):
+    """Valid and invalid requests for every operation (30 each, fixed seed); any 5xx fails the test."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.generation import GenerationMode
+
+    app = create_app(Settings(model=tiny_bundle, max_turns=8, api_key="k"))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        has_body = operation.method.upper() == "POST"  # GETs take no input that could be made invalid
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if has_body else (GenerationMode.POSITIVE,):
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=30, deadline=None, derandomize=True, database=None,
+                      suppress_health_check=list(HealthCheck))
+            def call(case):
+                response = case.call(headers={"X-API-Key": "k"})
+                if response.status_code >= 500:
+                    failures.append(f"{operation.label} {mode}: {response.status_code} for {case.body!r}")
+
+            call()
+    assert failures == []
