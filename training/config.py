@@ -40,6 +40,10 @@ class TrainConfig(BaseModel):
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     skip_bad_rows: bool = False
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    # Weak labels from public corpora (training/weak_labels.py): added to the train split only.
+    weak_sources: list[str] = Field(default_factory=list, description="weak-label sources, e.g. [jddc_intent, cped]")
+    shared_data: Optional[str] = Field(None, description="../shared/data; None reads $KEFU_SHARED_DATA; absent -> weak sources skipped")
+    weak_max_rows: int = Field(3000, ge=1, description="rows sampled per weak source, balanced across its labels")
 
 
 class ConfigError(ValueError):

@@ -46,14 +46,23 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_splits(config: TrainConfig) -> tuple[dict[str, list[Example]], list[str]]:
-    """All data files, validated, de-duplicated and split; also the load reports as text."""
+def load_splits(config: TrainConfig, weak: bool = False) -> tuple[dict[str, list[Example]], list[str]]:
+    """All data files, validated, de-duplicated and split; also the load reports as text.
+
+    weak=True (training) appends config.weak_sources to the train split only; evaluation and
+    export read the gold splits.
+    """
     examples, reports = [], []
     for path in config.data:
         ex, report = load_examples(path, skip_bad=config.skip_bad_rows)
         examples += ex
         reports.append(report.summary())
-    return split_examples(examples, config.dev_fraction, config.test_fraction, config.seed), reports
+    splits = split_examples(examples, config.dev_fraction, config.test_fraction, config.seed)
+    if weak and config.weak_sources:  # weak labels from ../shared/data (training/weak_labels.py)
+        from kefu_router.training.weak_labels import add_weak_examples
+
+        reports += add_weak_examples(splits, config)
+    return splits, reports
 
 
 def batches(n: int, batch_size: int, shuffle: bool, rng: np.random.Generator):
@@ -130,7 +139,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         torch.set_num_threads(config.threads)
     out_dir = Path(config.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    splits, reports = load_splits(config)
+    splits, reports = load_splits(config, weak=True)
     for line in reports:
         log.info(line)
     if not splits["train"] or not splits["dev"]:
