@@ -279,6 +279,8 @@ def tag(
                            chunk_size=chunk_size, resume=resume, overwrite=overwrite, rejects_path=rejects)
     except (_user_errors() + (TaggingError,)) as exc:
         fail(str(exc))
+    except OSError as exc:  # disk full, permissions: committed chunks are kept
+        fail(f"{exc}; fix it and run the same command with --resume")
     typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False))
     if summary.rows and summary.rejected_by_reason.get("no_text") == summary.rows:
         typer.secho(f"warning: no row had text in column {text_col!r}; is --text-col right?", err=True, fg=typer.colors.YELLOW)
