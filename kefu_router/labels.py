@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Head:
     zh: tuple[str, ...]
     multi_label: bool
 
-    @property
+    @cached_property  # hot path in tagging and routing: build the dict once
     def label2id(self) -> dict[str, int]:
         return {label: i for i, label in enumerate(self.labels)}
 
