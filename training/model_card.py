@@ -1,6 +1,8 @@
 """Generate a Hugging Face style model card from a run's metrics.json, train_log.json and bundle metadata.
 
-    python -m kefu_router.training.model_card RUN_DIR BUNDLE_DIR model_cards/NAME.md
+    python -m kefu_router.training.model_card RUN_DIR BUNDLE_DIR model_cards/NAME.md [model_cards/notes/NAME.md]
+
+The optional notes file (status, caveats written by hand) is inserted before Limitations.
 
 Every figure in the card is read from those files; nothing is typed by hand.
 """
@@ -93,7 +95,7 @@ Defined in `shared/spec/labels.md`, implemented once in `kefu_router/labels.py`;
 guideline is `training/data/GUIDELINE.md`.
 
 ## Training
-- Base model: `{meta['base_model']}` ({train_log.get('base_model_note', 'see the base model card')})
+- Base model: `{meta['base_model']}`
 - Data: {', '.join(config['data'])} (fingerprint `{meta['data_fingerprint']}`), splits {train_log['splits']} messages after de-duplication
 - Config: max_length {config['max_length']}, max_context_turns {config['max_context_turns']}, lr {config['learning_rate']}, batch {config['batch_size']}, best epoch {train_log['best_epoch']} of {len(train_log['history'])} (early stopping on dev mean macro-F1)
 
@@ -130,5 +132,6 @@ Do not train on raw production logs without the same anonymisation.
 
 
 if __name__ == "__main__":
-    render(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+    notes = Path(sys.argv[4]).read_text(encoding="utf-8") if len(sys.argv) > 4 else ""
+    render(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), notes)
     print(f"wrote {sys.argv[3]}")
