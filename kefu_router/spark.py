@@ -35,7 +35,7 @@ import os
 from typing import TYPE_CHECKING, Iterator
 
 from kefu_router.bundle import load_bundle, resolve_bundle_path
-from kefu_router.tagging import DEFAULT_MAX_OPEN_CONVERSATIONS, EMPTY_TAGS, TAG_COLUMNS, TAG_TYPES, ColumnNames, Tagger
+from kefu_router.tagging import DEFAULT_MAX_OPEN_CONVERSATIONS, EMPTY_TAGS, TAG_COLUMNS, TAG_TYPES, ColumnNames, Tagger, column_problem
 
 if TYPE_CHECKING:
     import pandas
@@ -123,12 +123,9 @@ def tag_spark(
     from pyspark.sql import types as T
 
     columns = ColumnNames(text_col, conversation_col, role_col, order_col)
-    missing = [c for c in columns.given() if c not in df.columns]
-    if missing:
-        raise ValueError(f"DataFrame has no column {', '.join(map(repr, missing))} (columns: {', '.join(df.columns)})")
-    clash = [c for c in df.columns if c in TAG_TYPES or c == ERROR_COLUMN]
-    if clash:
-        raise ValueError(f"DataFrame already has output column(s) {', '.join(clash)}; rename or drop them")
+    problem = column_problem(list(df.columns), columns, reserved=ERROR_COLUMN)
+    if problem:
+        raise ValueError(f"DataFrame: {problem}")
     bundle = load_bundle(model)  # fail on the driver, not in every task
     model_path = str(resolve_bundle_path(bundle.path).resolve())
     if conversation_col:

@@ -317,12 +317,20 @@ def tag_file(
 def _check_columns(reader, columns: ColumnNames) -> None:
     if reader.columns is None:  # JSON Lines: a row without the text field is rejected on its own
         return
-    missing = [c for c in columns.given() if c not in reader.columns]
+    problem = column_problem(list(reader.columns), columns, reserved=LINE_COLUMN)
+    if problem:
+        raise TaggingError(f"{reader.path}: {problem}")
+
+
+def column_problem(available: list[str], columns: ColumnNames, reserved: str) -> str | None:
+    """Why these input columns cannot be tagged (a named column missing, or an output name taken), or None."""
+    missing = [c for c in columns.given() if c not in available]
     if missing:
-        raise TaggingError(f"{reader.path}: no column {', '.join(map(repr, missing))} (columns: {', '.join(reader.columns)})")
-    clash = [c for c in reader.columns if c in TAG_TYPES or c == LINE_COLUMN]
+        return f"no column {', '.join(map(repr, missing))} (columns: {', '.join(available)})"
+    clash = [c for c in available if c in TAG_TYPES or c == reserved]
     if clash:
-        raise TaggingError(f"{reader.path}: input already has output column(s) {', '.join(clash)}; rename or drop them")
+        return f"input already has output column(s) {', '.join(clash)}; rename or drop them"
+    return None
 
 
 def _tag_chunk(tagger: Tagger, chunk: list[Record], drop: str | None, check_clash: bool) -> tuple[list[dict], list[dict]]:
