@@ -72,14 +72,16 @@ def encode(
         spans.append((len(pieces), len(turns)))
         pieces.append(m.text)
         pieces.extend(ROLE_MARK[role] + text for role, text in turns)
-    encoded = tokenizer.encode_batch(pieces, add_special_tokens=False) if pieces else []
+    # Later turns of a conversation repeat its earlier turns as context: tokenize each distinct piece once.
+    unique = list(dict.fromkeys(pieces))
+    ids_of = {text: enc.ids for text, enc in zip(unique, tokenizer.encode_batch(unique, add_special_tokens=False))} if unique else {}
+    encoded = [ids_of[text] for text in pieces]
     out = []
     for start, n_turns in spans:
-        message_ids = encoded[start].ids[:budget]
+        message_ids = encoded[start][:budget]
         room = budget - len(message_ids)
         context_ids: list[int] = []
-        for enc in reversed(encoded[start + 1 : start + 1 + n_turns]):  # newest turn first
-            ids = enc.ids
+        for ids in reversed(encoded[start + 1 : start + 1 + n_turns]):  # newest turn first
             if len(ids) > room:
                 if room >= MIN_PARTIAL_TURN_TOKENS:
                     context_ids = ids[-room:] + context_ids  # keep the end of the turn, nearest the message
