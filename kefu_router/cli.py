@@ -116,8 +116,23 @@ def pretrain(
     from kefu_router.training.text_sources import iter_text
 
     lines, used = iter_text(corpus, shared_data)
-    summary = run_pretrain(encoder, output_dir, lines, steps=steps, batch_size=batch_size, learning_rate=learning_rate, resume=resume)
+    summary = run_pretrain(
+        encoder, output_dir, lines, steps=steps, batch_size=batch_size, learning_rate=learning_rate, resume=resume, sources=used
+    )
     typer.echo(f"pretrained {summary['steps']} steps, {summary['tokens_seen']:,} tokens on {', '.join(used)} -> {output_dir}")
+
+
+@app.command("export-encoder")
+def export_encoder_cmd(
+    pretrained_dir: Path = typer.Argument(..., help="output directory of `pretrain`"),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="e.g. models/kefu-mini-encoder"),
+    fp16: bool = typer.Option(True, help="store weights in fp16 (half the size; training casts back to fp32)"),
+):
+    """Write a pretrained encoder (no masked-LM head) for `train --base-model` to start from."""
+    from kefu_router.training.encoder import export_encoder
+
+    export_encoder(pretrained_dir, output_dir, fp16)
+    typer.echo(f"encoder written to {output_dir}")
 
 
 @app.command()

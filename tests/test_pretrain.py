@@ -34,3 +34,26 @@ def test_masking_never_touches_special_tokens():
     inputs, chosen = mask_tokens(ids, 100, 4, special, torch.Generator().manual_seed(0), rate=0.5)
     assert not chosen[torch.isin(ids, special)].any()
     assert chosen.any() and (inputs[chosen] == 4).float().mean() > 0.6
+
+
+def test_exported_fp16_encoder_loads_as_fp32_for_fine_tuning(tiny_bert, tmp_path):
+    from safetensors import safe_open
+
+    from kefu_router.training.encoder import export_encoder
+    from kefu_router.training.model import load_model
+    from kefu_router.training.pretrain import pretrain
+    from tests.conftest import fixture_texts
+
+    pretrained = tmp_path / "pt"
+    pretrain(tiny_bert, pretrained, fixture_texts() * 5, steps=2, batch_size=4, block=32, progress=False, sources=["fixture"])
+    assert json.loads((pretrained / "pretrain_log.json").read_text())["sources"] == ["fixture"]
+    shipped = export_encoder(pretrained, tmp_path / "shipped")
+    with safe_open(shipped / "model.safetensors", "pt") as f:
+        names = list(f.keys())
+        assert all(f.get_tensor(n).dtype == torch.float16 for n in names)
+        assert not any(n.startswith("cls.") for n in names)  # the masked-LM head is not shipped
+    assert (shipped / "pretrain_log.json").exists() and (shipped / "tokenizer.json").exists()
+    model = load_model(str(shipped))
+    original = load_model(str(pretrained))
+    assert model.bert.embeddings.word_embeddings.weight.dtype == torch.float32
+    assert torch.allclose(model.bert.embeddings.word_embeddings.weight, original.bert.embeddings.word_embeddings.weight, atol=1e-3)

@@ -64,3 +64,22 @@ def init_encoder(
     )
     BertModel(config, add_pooling_layer=False).save_pretrained(out)
     return out
+
+
+def export_encoder(pretrained_dir: str | Path, output_dir: str | Path, fp16: bool = True) -> Path:
+    """Ship a pretrained encoder for fine-tuning: the BERT body only (no masked-LM head), tokenizer,
+    and the pretraining record. fp16 halves the size; `load_model` casts back to fp32."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    src, out = Path(pretrained_dir), Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = BertModel.from_pretrained(src, dtype=torch.float32, add_pooling_layer=False)
+    (model.half() if fp16 else model).save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    for name in ("pretrain_log.json", "loss_curve.png"):
+        if (src / name).exists():
+            shutil.copy(src / name, out / name)
+    return out

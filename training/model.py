@@ -47,5 +47,6 @@ class OnnxWrapper(nn.Module):
 
 
 def load_model(name_or_path: str) -> BertForKefu:
-    """Encoder weights from a local directory or hub name; missing heads are initialised."""
-    return BertForKefu.from_pretrained(name_or_path)
+    """Encoder weights from a local directory or hub name; missing heads are initialised.
+    Always fp32: a shipped fp16 encoder is cast up for training."""
+    return BertForKefu.from_pretrained(name_or_path, dtype=torch.float32)

@@ -1,17 +1,20 @@
 """Generate a Hugging Face style model card from a run's metrics.json, train_log.json and bundle metadata.
 
-    python -m kefu_router.training.model_card RUN_DIR BUNDLE_DIR model_cards/NAME.md [model_cards/notes/NAME.md]
+    python -m kefu_router.training.model_card RUN_DIR BUNDLE_DIR model_cards/NAME.md \
+        [--notes model_cards/notes/NAME.md] [--compare "random init=runs/random"] [--pretrain models/kefu-mini-encoder]
 
-The optional notes file (status, caveats written by hand) is inserted before Limitations.
+--notes (status, caveats written by hand) is inserted before Limitations; each --compare adds another
+evaluated run (same test split) as a column of the evaluation table; --pretrain adds the encoder's
+pretraining record (steps, tokens, time, sources, loss curve).
 
 Every figure in the card is read from those files; nothing is typed by hand.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import yaml
@@ -43,8 +46,29 @@ def _per_class(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def render(run_dir: Path, bundle_dir: Path, out: Path, extra_sections: str = "") -> str:
+def _pretraining(pretrain_dir: Path, plots: Path) -> str:
+    log = json.loads((pretrain_dir / "pretrain_log.json").read_text(encoding="utf-8"))
+    curve = ""
+    if (pretrain_dir / "loss_curve.png").exists():
+        shutil.copy(pretrain_dir / "loss_curve.png", plots / "pretrain_loss_curve.png")
+        curve = f"\n\n![masked-LM loss]({plots.name}/pretrain_loss_curve.png)"
+    losses = [h["loss"] for h in log["history"]]
+    return f"""
+## Pretraining
+Masked-LM pretraining of the encoder (`kefu-router pretrain`; record in `{pretrain_dir}/pretrain_log.json`):
+{log['steps']:,} steps of {log['batch_size']} blocks x {log['block']} tokens = **{log['tokens_seen']:,} tokens seen**
+({log['blocks']:,} distinct blocks), {log['seconds'] / 3600:.2f} hours on {log['device']}; masked-LM loss
+{losses[0]:.2f} (first 50 steps) -> {losses[-1]:.2f} (last 50).
+Text sources this checkpoint saw: {', '.join(log.get('sources') or ['not recorded'])}.{curve}
+"""
+
+
+def render(run_dir: Path, bundle_dir: Path, out: Path, extra_sections: str = "", compare: dict[str, Path] | None = None, pretrain_dir: Path | None = None) -> str:
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    others = {name: json.loads((d / "metrics.json").read_text(encoding="utf-8")) for name, d in (compare or {}).items()}
+    for name, m in others.items():
+        if (m["split"], m["n"]) != (metrics["split"], metrics["n"]):
+            raise ValueError(f"--compare {name}: scored on {m['split']} n={m['n']}, not {metrics['split']} n={metrics['n']}")
     train_log = json.loads((run_dir / "train_log.json").read_text(encoding="utf-8"))
     meta = json.loads((bundle_dir / "metadata.json").read_text(encoding="utf-8"))
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
@@ -104,7 +128,7 @@ On the held-out **{metrics['split']}** split of the corpus (n={metrics['n']} mes
 against a TF-IDF + logistic-regression baseline trained on the same train split
 (`kefu-router evaluate {run_dir}`):
 
-{_table({'this model': metrics['headline'], 'TF-IDF + LR': metrics.get('baseline_headline', {})})}
+{_table({'this model': metrics['headline'], **{n: m['headline'] for n, m in others.items()}, 'TF-IDF + LR': metrics.get('baseline_headline', {})})}
 
 Expected calibration error: emotion {metrics['model']['emotion']['ece']:.3f}, intent {metrics['model']['intent']['ece']:.3f}, customer_type {metrics['model']['customer_type']['ece']:.3f}.
 {_per_class(metrics)}
@@ -115,6 +139,7 @@ Expected calibration error: emotion {metrics['model']['emotion']['ece']:.3f}, in
 | graph | head | max abs logit diff | label agreement vs PyTorch |
 |---|---|---:|---:|
 {parity_rows}
+{_pretraining(pretrain_dir, plots) if pretrain_dir else ""}
 {extra_sections}
 ## Limitations
 - The corpus is written and labelled in this project; real buyer logs differ in vocabulary, length and noise.
@@ -131,7 +156,20 @@ Do not train on raw production logs without the same anonymisation.
     return card
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Generate a model card from evaluation outputs.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("bundle_dir", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--notes", type=Path, help="hand-written status and caveats")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=RUN_DIR", help="another evaluated run as a column")
+    parser.add_argument("--pretrain", type=Path, help="directory with the encoder's pretrain_log.json")
+    args = parser.parse_args()
+    compare = dict(item.split("=", 1) for item in args.compare)
+    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+    render(args.run_dir, args.bundle_dir, args.out, notes, {k: Path(v) for k, v in compare.items()}, args.pretrain)
+    print(f"wrote {args.out}")
+
+
 if __name__ == "__main__":
-    notes = Path(sys.argv[4]).read_text(encoding="utf-8") if len(sys.argv) > 4 else ""
-    render(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), notes)
-    print(f"wrote {sys.argv[3]}")
+    main()

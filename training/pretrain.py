@@ -74,6 +74,7 @@ def pretrain(
     resume: bool = False,
     seed: int = 13,
     progress: bool = True,
+    sources: list[str] | None = None,
 ) -> dict:
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, get_linear_schedule_with_warmup
 
@@ -145,7 +146,7 @@ def pretrain(
     bar.close()
     model.save_pretrained(out)
     hf_tok.save_pretrained(out)
-    summary = {"steps": step, "tokens_seen": tokens, "seconds": round(seconds, 1), "device": str(device),
+    summary = {"steps": step, "tokens_seen": tokens, "seconds": round(seconds, 1), "device": str(device), "sources": sources or [],
                "blocks": len(blocks), "block": block, "batch_size": batch_size, "history": history}
     (out / "pretrain_log.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     plot_loss(history, out / "loss_curve.png")
