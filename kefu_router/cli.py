@@ -308,33 +308,28 @@ def route(
     playbooks: Optional[Path] = typer.Option(None, help="playbooks YAML (default: $KEFU_ROUTER_PLAYBOOKS or the packaged one)"),
 ):
     """Route one conversation: the playbook (queue, priority, SLA, guidance), reasons and per-turn labels."""
+    from kefu_router.conversation import Conversation
     from kefu_router.predictor import Predictor
     from kefu_router.routing import PlaybookError, Router
-    from kefu_router.text import Message
 
     try:
         raw = conversation.read_text(encoding="utf-8") if conversation else sys.stdin.read()
-        turns = json.loads(raw)["turns"]
-        roles_texts = [(t["role"], t["text"]) for t in turns]
-        customer = [i for i, (role, text) in enumerate(roles_texts) if role == "customer" and str(text).strip()]
-        if not customer:
-            raise ValueError("the conversation has no customer turn with text")
-        messages = [Message.of(roles_texts[i][1], roles_texts[:i]) for i in customer]
+        chat = Conversation.of((t["role"], t["text"]) for t in json.loads(raw)["turns"])
         router = Router(playbooks)
         predictor = Predictor(model)
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         fail(f"expected a JSON object with a list of turns {{role, text}} ({exc})")
     except (_user_errors() + (ValueError, PlaybookError, OSError)) as exc:
         fail(str(exc))
-    predictions = predictor.predict(messages)
-    decision = router.route([{**p, "text": roles_texts[i][1]} for p, i in zip(predictions, customer)])
+    predictions = predictor.predict(chat.messages)
+    decision = chat.route(router, predictions)
     out = {
         "model_version": predictor.version,
         **decision.model_dump(mode="json"),
         "predictions": [
-            {"turn": i, "text": roles_texts[i][1], "emotion": p["emotion"]["label"], "intent": p["intent"]["label"],
+            {"turn": i, "text": chat.turns[i][1], "emotion": p["emotion"]["label"], "intent": p["intent"]["label"],
              "customer_type": [t["label"] for t in p["customer_type"]]}
-            for p, i in zip(predictions, customer)
+            for p, i in zip(predictions, chat.customer)
         ],
     }
     typer.echo(json.dumps(out, ensure_ascii=False, indent=2))

@@ -72,7 +72,8 @@ class RecentCount(_Strict):
 class When(_Strict):
     """Conditions of one rule; all given conditions must hold."""
 
-    emotion_in: Optional[list[EmotionLabel]] = Field(None, min_length=1)
+    emotion_in: Optional[list[EmotionLabel]] = Field(None, min_length=1, description="the most severe recent emotion")
+    latest_emotion_in: Optional[list[EmotionLabel]] = Field(None, min_length=1, description="the latest customer turn's emotion")
     emotion_trend: Optional[Trend] = None
     recent_count: Optional[RecentCount] = None
     intent_in: Optional[list[IntentLabel]] = Field(None, min_length=1)

@@ -3,6 +3,10 @@
     router = Router()                       # packaged playbooks.yaml (or a path / PlaybookSet)
     decision = router.route(predictions)    # Predictor.predict outputs for the CUSTOMER turns, oldest first
     decision.playbook.id, decision.needs_human_review, decision.reasons, decision.aggregate
+    router.route_each(predictions)          # the decision after each customer turn, in linear work
+
+    state = router.state()                  # or follow a conversation as it streams (batch tagging):
+    router.verdict(state.add(prediction))   # O(window) time and memory per turn, however long it gets
 
 Aggregation (shared/spec/labels.md, "Conversation level"):
 - emotion: the most severe emotion of the last `window` customer turns
@@ -15,7 +19,17 @@ Aggregation (shared/spec/labels.md, "Conversation level"):
   recognised by their text, without it every chitchat turn counts as a filler;
 - customer types: every trait seen in the conversation, with its best score
   and the number of turns that showed it;
-- confidence: min(emotion score, intent score) of the turns that gave them.
+- confidence: min(emotion score, intent score) of the turns that gave them;
+- `emotions` and `fillers` list the latest turns only (the last `window`, or
+  more when a rule counts over more), so a reading is O(window) in size however
+  long the conversation.
+
+All of this is computed by one running aggregator, `ConversationState`, that
+takes the customer turns one at a time; `aggregate` and `route` simply run it
+over the whole conversation, so there is one definition of the semantics.
+
+From raw turns (role, text) to a decision, as `kefu-router route` and
+`POST /v1/route` do it: kefu_router.conversation.
 
 The first rule whose conditions all hold wins. `needs_human_review` is set
 when that rule tests low confidence, or when the confidence is below
@@ -29,7 +43,8 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from typing import Optional, Sequence
+from collections import deque
+from typing import NamedTuple, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,6 +54,7 @@ from kefu_router.playbooks import (
     Playbook,
     PlaybookError,
     PlaybookSet,
+    Rule,
     TraitLabel,
     Trend,
     When,
@@ -46,8 +62,8 @@ from kefu_router.playbooks import (
 )
 
 __all__ = [
-    "Router", "RouteDecision", "ConversationSignals", "aggregate", "is_filler", "load_playbooks",
-    "Playbook", "PlaybookError", "PlaybookSet", "RECENT_TURNS",
+    "Router", "RouteDecision", "Verdict", "ConversationSignals", "ConversationState", "aggregate",
+    "is_filler", "load_playbooks", "Playbook", "PlaybookError", "PlaybookSet", "RECENT_TURNS",
 ]
 
 RECENT_TURNS = 5  # customer turns that count as "recent" for emotion
@@ -97,8 +113,11 @@ class ConversationSignals(BaseModel):
     intent: LabelScore
     customer_types: list[TraitScore]
     confidence: float = Field(description="min(emotion score, intent score)")
-    emotions: list[EmotionLabel] = Field(description="emotion of every customer turn, oldest first")
-    fillers: list[int] = Field(description="customer turns taken as fillers that keep the topic")
+    emotions: list[EmotionLabel] = Field(
+        description="emotion of the latest customer turns, oldest first: the last `window` (more when a rule counts "
+        "over more turns), all of them in a shorter conversation; every turn's own labels are in the per-turn predictions"
+    )
+    fillers: list[int] = Field(description="those latest customer turns that were taken as fillers keeping the topic")
 
 
 class RouteDecision(BaseModel):
@@ -115,107 +134,180 @@ def is_filler(text: str) -> bool:
     return core in FILLERS or (len(set(core)) == 1 and core[0] in "嗯恩哦噢喔好对是行")
 
 
-def _parse(predictions: Sequence[dict]) -> list[_TurnPrediction]:
-    turns = []
-    for i, pred in enumerate(predictions):
-        try:
-            turn = _TurnPrediction.model_validate(pred)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"predictions[{i}].{where}: {first['msg']}") from None
-        for head, label in ((EMOTION, turn.emotion.label), (INTENT, turn.intent.label)):
-            if label not in head.label2id:
-                raise ValueError(f"predictions[{i}].{head.name}.label: unknown label {label!r}")
-        for trait in turn.customer_type:
-            if trait.label not in CUSTOMER_TYPE.label2id:
-                raise ValueError(f"predictions[{i}].customer_type: unknown trait {trait.label!r}")
-        turns.append(turn)
-    return turns
+def _parse(pred: dict, i: int) -> _TurnPrediction:
+    """One customer turn's prediction, checked; errors name `predictions[i]` and the field."""
+    try:
+        turn = _TurnPrediction.model_validate(pred)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"predictions[{i}].{where}: {first['msg']}") from None
+    for head, label in ((EMOTION, turn.emotion.label), (INTENT, turn.intent.label)):
+        if label not in head.label2id:
+            raise ValueError(f"predictions[{i}].{head.name}.label: unknown label {label!r}")
+    for trait in turn.customer_type:
+        if trait.label not in CUSTOMER_TYPE.label2id:
+            raise ValueError(f"predictions[{i}].customer_type: unknown trait {trait.label!r}")
+    return turn
 
 
 def _distress(emotion: str) -> int:
     return max(EMOTION_SEVERITY[emotion] - _DISTRESS_FLOOR, 0)
 
 
+class ConversationState:
+    """The conversation signals, brought up to date one customer turn at a time.
+
+    This running aggregator is the one definition of the aggregation: `aggregate`,
+    `Router.route`, `Router.route_each` and batch tagging all run it. `add` costs
+    O(window) and the state stays O(window) in size however long the conversation:
+    the last `window` turns' emotions (for the most severe recent one), the
+    emotion and filler flag of the last `keep` turns (trend, recent-count rules
+    and the `emotions`/`fillers` it reports), the latest substantive intent and,
+    per trait, its best score and number of turns. Picklable.
+    """
+
+    def __init__(self, window: int = RECENT_TURNS, keep: int = 0):
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self.window = window
+        self.turns = 0
+        self._recent: deque = deque(maxlen=window)  # (severity, turn index, label, score)
+        self._last: deque = deque(maxlen=max(keep, window, 2))  # (emotion label, filler?) of the latest turns
+        self._topic: tuple | None = None  # (turn index, label, score) of the latest substantive intent
+        self._latest: tuple | None = None  # the same for the latest turn, filler or not
+        self._traits: dict[str, tuple[float, int]] = {}  # label -> (best score, turns)
+
+    @property
+    def keep(self) -> int:
+        return self._last.maxlen
+
+    def add(self, prediction: dict) -> "ConversationState":
+        """Take in the next customer turn's prediction (a Predictor.predict output, optionally with `text`)."""
+        turn = _parse(prediction, self.turns)
+        i, emotion, intent = self.turns, turn.emotion, turn.intent
+        filler = is_filler(turn.text) if turn.text is not None else intent.label == "chitchat"
+        self.turns += 1
+        self._recent.append((EMOTION_SEVERITY[emotion.label], i, emotion.label, emotion.score))
+        self._last.append((emotion.label, filler))
+        self._latest = (i, intent.label, intent.score)
+        if not filler:
+            self._topic = self._latest
+        for trait in turn.customer_type:
+            best = self._traits.get(trait.label)
+            self._traits[trait.label] = (trait.score, 1) if best is None else (max(best[0], trait.score), best[1] + 1)
+        return self
+
+    def _reading(self) -> "_Reading":
+        """What the rules test."""
+        if not self.turns:
+            raise ValueError("no customer turns to route")
+        # Most severe recent emotion; among equals, the latest turn supplies the score.
+        _, top, emotion, emotion_score = max(self._recent, key=lambda r: (r[0], r[1]))
+        recent = tuple(label for label, _ in self._last)
+        before = _distress(recent[-2]) if self.turns > 1 else None
+        last = _distress(recent[-1])
+        trend = "stable" if before is None or before == last else ("worsening" if last > before else "improving")
+        topic, intent, intent_score = self._topic or self._latest  # all fillers: the latest turn
+        return _Reading(
+            emotion=emotion, emotion_turn=top, emotion_score=emotion_score, trend=trend, recent=recent,
+            intent=intent, intent_turn=topic, intent_score=intent_score,
+            traits=tuple(label for label in CUSTOMER_TYPE.labels if label in self._traits),
+            confidence=min(emotion_score, intent_score),
+        )
+
+    def signals(self) -> ConversationSignals:
+        """The conversation-level reading after the turns added so far."""
+        return self._signals(self._reading())
+
+    def _signals(self, r: "_Reading") -> ConversationSignals:
+        first = self.turns - len(self._last) + 1  # customer turn of the oldest kept one
+        return ConversationSignals(
+            turns=self.turns,
+            emotion=LabelScore(label=r.emotion, zh=EMOTION.zh_name(r.emotion), score=r.emotion_score, turn=r.emotion_turn + 1),
+            emotion_trend=r.trend,
+            intent=LabelScore(label=r.intent, zh=INTENT.zh_name(r.intent), score=r.intent_score, turn=r.intent_turn + 1),
+            customer_types=[
+                TraitScore(label=label, zh=CUSTOMER_TYPE.zh_name(label), score=self._traits[label][0], turns=self._traits[label][1])
+                for label in r.traits
+            ],
+            confidence=r.confidence,
+            emotions=list(r.recent),
+            fillers=[first + k for k, (_, filler) in enumerate(self._last) if filler],
+        )
+
+
+class _Reading(NamedTuple):
+    emotion: str
+    emotion_turn: int  # 0-based
+    emotion_score: float
+    trend: str
+    recent: tuple[str, ...]  # emotions of the latest `keep` customer turns, oldest first
+    intent: str
+    intent_turn: int  # 0-based
+    intent_score: float
+    traits: tuple[str, ...]  # traits seen, in label order
+    confidence: float
+
+
 def aggregate(predictions: Sequence[dict], window: int = RECENT_TURNS) -> ConversationSignals:
     """Conversation-level emotion, trend, intent and customer types from per-turn predictions."""
-    turns = _parse(predictions)
-    if not turns:
-        raise ValueError("no customer turns to route")
-    n = len(turns)
-    recent = range(max(n - window, 0), n)
-    # Most severe recent emotion; among equals, the latest turn supplies the score.
-    top = max(recent, key=lambda i: (EMOTION_SEVERITY[turns[i].emotion.label], i))
-    before, last = _distress(turns[n - 2].emotion.label) if n > 1 else None, _distress(turns[-1].emotion.label)
-    trend = "stable" if before is None or before == last else ("worsening" if last > before else "improving")
-
-    def filler(t: _TurnPrediction) -> bool:
-        return is_filler(t.text) if t.text is not None else t.intent.label == "chitchat"
-
-    fillers = [i for i in range(n) if filler(turns[i])]
-    topic = next((i for i in reversed(range(n)) if i not in fillers), n - 1)
-
-    traits: dict[str, list[float]] = {}
-    for t in turns:
-        for trait in t.customer_type:
-            traits.setdefault(trait.label, []).append(trait.score)
-    customer_types = [
-        TraitScore(label=label, zh=CUSTOMER_TYPE.zh_name(label), score=max(traits[label]), turns=len(traits[label]))
-        for label in CUSTOMER_TYPE.labels
-        if label in traits
-    ]
-    emotion, intent = turns[top].emotion, turns[topic].intent
-    return ConversationSignals(
-        turns=n,
-        emotion=LabelScore(label=emotion.label, zh=EMOTION.zh_name(emotion.label), score=emotion.score, turn=top + 1),
-        emotion_trend=trend,
-        intent=LabelScore(label=intent.label, zh=INTENT.zh_name(intent.label), score=intent.score, turn=topic + 1),
-        customer_types=customer_types,
-        confidence=min(emotion.score, intent.score),
-        emotions=[t.emotion.label for t in turns],
-        fillers=[i + 1 for i in fillers],
-    )
+    state = ConversationState(window)
+    for pred in predictions:
+        state.add(pred)
+    return state.signals()
 
 
-def _match(when: When, s: ConversationSignals) -> list[str] | None:
+def _match(when: When, r: _Reading) -> list[str] | None:
     """Why each condition holds, or None as soon as one does not."""
     why = []
     if when.always:
         return ["no earlier rule matched"]
     if when.emotion_in is not None:
-        if s.emotion.label not in when.emotion_in:
+        if r.emotion not in when.emotion_in:
             return None
-        why.append(f"emotion {s.emotion.label}")
+        why.append(f"emotion {r.emotion}")
+    if when.latest_emotion_in is not None:
+        if r.recent[-1] not in when.latest_emotion_in:
+            return None
+        why.append(f"latest customer turn {r.recent[-1]}")
     if when.emotion_trend is not None:
-        if s.emotion_trend != when.emotion_trend:
+        if r.trend != when.emotion_trend:
             return None
         why.append(f"emotion {when.emotion_trend}")
     if when.recent_count is not None:
         rc = when.recent_count
-        last = s.emotions[-rc.window :]
+        last = r.recent[-rc.window :]
         hits = sum(e == rc.emotion for e in last)
         if hits < rc.at_least:
             return None
         why.append(f"{rc.emotion} in {hits} of the last {len(last)} customer turns")
     if when.intent_in is not None:
-        if s.intent.label not in when.intent_in:
+        if r.intent not in when.intent_in:
             return None
-        why.append(f"intent {s.intent.label}")
+        why.append(f"intent {r.intent}")
     if when.customer_type_any is not None:
-        seen = [t.label for t in s.customer_types if t.label in when.customer_type_any]
+        seen = [t for t in r.traits if t in when.customer_type_any]
         if not seen:
             return None
         why.append(f"customer type {', '.join(seen)}")
     if when.confidence_below is not None:
-        if s.confidence >= when.confidence_below:
+        if r.confidence >= when.confidence_below:
             return None
-        why.append(f"confidence {s.confidence:.2f} < {when.confidence_below}")
+        why.append(f"confidence {r.confidence:.2f} < {when.confidence_below}")
     return why
 
 
+class Verdict(NamedTuple):
+    """The part of a RouteDecision that batch tagging keeps."""
+
+    playbook: str
+    rule: str
+    needs_human_review: bool
+
+
 class Router:
-    """Playbooks loaded and validated once; `route` is pure and safe to call from several threads."""
+    """Playbooks loaded and validated once; routing is pure and safe to call from several threads."""
 
     def __init__(
         self,
@@ -230,17 +322,47 @@ class Router:
         self.window = window
         thresholds = [r.when.confidence_below for r in self.playbooks.rules if r.when.confidence_below is not None]
         self.review_below = review_below if review_below is not None else min(thresholds, default=0.0)
+        # How many of the latest turns the state keeps: the window, the trend's two, each recent_count's window.
+        self._keep = max([window, 2, *(r.when.recent_count.window for r in self.playbooks.rules if r.when.recent_count)])
+
+    def state(self) -> ConversationState:
+        """An empty running state sized for this router: `add` each customer turn's prediction to it, then
+        `decide` (the full decision) or `verdict` (playbook, rule and review flag only, cheaper)."""
+        return ConversationState(self.window, self._keep)
 
     def route(self, predictions: Sequence[dict]) -> RouteDecision:
         """Pick the playbook for a conversation from its customer turns' predictions, oldest first."""
-        signals = aggregate(predictions, self.window)
+        state = self.state()
+        for pred in predictions:
+            state.add(pred)
+        return self.decide(state)
+
+    def route_each(self, predictions: Sequence[dict]) -> list[RouteDecision]:
+        """The decision after each customer turn, equal to `[route(predictions[:i + 1]) for i ...]`, in O(n * window)."""
+        state = self.state()
+        return [self.decide(state.add(pred)) for pred in predictions]
+
+    def _first_match(self, state: ConversationState) -> tuple[_Reading, Rule, list[str]]:
+        if state.window != self.window or state.keep < self._keep:
+            raise ValueError("this conversation state was not made by this router (use Router.state())")
+        reading = state._reading()
         for rule in self.playbooks.rules:
-            why = _match(rule.when, signals)
+            why = _match(rule.when, reading)
             if why is not None:
-                break
-        else:  # pragma: no cover - load_playbooks guarantees a final catch-all
-            raise PlaybookError("no rule matched and the playbooks file has no catch-all")
-        review = rule.when.confidence_below is not None or signals.confidence < self.review_below
+                return reading, rule, why
+        raise PlaybookError("no rule matched and the playbooks file has no catch-all")  # pragma: no cover - load_playbooks guarantees one
+
+    def verdict(self, state: ConversationState) -> Verdict:
+        """Playbook id, rule id and review flag of `decide(state)`, without building reasons and aggregate."""
+        reading, rule, _ = self._first_match(state)
+        review = rule.when.confidence_below is not None or reading.confidence < self.review_below
+        return Verdict(rule.playbook, rule.id, review)
+
+    def decide(self, state: ConversationState) -> RouteDecision:
+        """The decision for the customer turns added to `state` so far: `route` over them."""
+        reading, rule, why = self._first_match(state)
+        signals = state._signals(reading)
+        review = rule.when.confidence_below is not None or reading.confidence < self.review_below
         return RouteDecision(
             playbook=self.playbooks.playbooks[rule.playbook],
             rule=rule.id,
@@ -257,8 +379,9 @@ class Router:
 def _describe(s: ConversationSignals, window: int) -> list[str]:
     """The predictions behind the aggregate, one line per signal."""
     span = f"customer turns {max(s.turns - window, 0) + 1}-{s.turns}" if s.turns > 1 else "customer turn 1"
-    kept = [t for t in s.fillers if t > s.intent.turn]
-    topic = f"; later turn(s) {', '.join(map(str, kept))} are fillers and keep the topic" if kept else ""
+    kept = range(s.intent.turn + 1, s.turns + 1)  # every turn after the topic's is a filler
+    listed = ", ".join(map(str, kept)) if len(kept) <= 5 else f"{kept[0]}-{kept[-1]}"
+    topic = f"; later turn(s) {listed} are fillers and keep the topic" if kept else ""
     change = f" ({s.emotions[-2]} -> {s.emotions[-1]})" if s.turns > 1 else ""
     traits = ", ".join(f"{t.label} {t.score:.2f} ({t.turns} turn{'s' if t.turns > 1 else ''})" for t in s.customer_types)
     return [

@@ -10,10 +10,12 @@ with a conversation column the rows are `repartition`ed by conversation id and
 `sortWithinPartitions` by (conversation id, order column); without an order
 column the rows' order as read (`monotonically_increasing_id`) stands in for it.
 `mapInPandas` then runs `kefu_router.tagging.Tagger` over each partition's
-Arrow batches in turn, so context carries across batches exactly as in
-`kefu-router tag`. Every Python worker process loads the model once (an ONNX
-session cached per process and reused by all its tasks); `threads=1` gives each
-task slot one ONNX thread, as Spark gives it one core.
+Arrow batches in turn, so context and each conversation's running route state
+(O(window) per turn, kefu_router.routing.ConversationState) carry across
+batches exactly as in `kefu-router tag`. Every Python worker process loads
+the model once (an ONNX session cached per process and reused by all its
+tasks); `threads=1` gives each task slot one ONNX thread, as Spark gives it
+one core.
 
 Output: the input columns (without the text column when `no_text=True`), the
 `tag_*` columns of `kefu_router.tagging.TAG_COLUMNS` and `tag_error` (the reason

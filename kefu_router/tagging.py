@@ -7,11 +7,17 @@ column, agent turns are context only: they are written out with empty tags.
 Without a conversation column every row stands alone. Rows that cannot be tagged
 are rejected with their line and reason and add no context.
 
+Routing: each customer turn's playbook is the route of its conversation so far
+(every customer turn up to and including it), computed incrementally: an open
+conversation carries the router's running state (kefu_router.routing.
+ConversationState, O(window) in size), so a turn costs O(window) however long
+the conversation, and its playbook equals `Router.route` over all the
+conversation's customer turns so far.
+
 Streaming assumption: the rows of a conversation appear in order in the file
 (interleaving with other conversations is fine). The most recently active
-`max_open_conversations` conversations keep their recent turns and their customer
-predictions (the router reads every customer turn so far, up to `ROUTE_HISTORY`);
-a conversation evicted from that window starts afresh if it shows up again. With
+`max_open_conversations` conversations keep their recent turns and their routing
+state; a conversation evicted from that window starts afresh if it shows up again. With
 an order column, a row that arrives after a later turn of its conversation is
 slotted in before it for context and counted as `out_of_order`.
 
@@ -31,11 +37,11 @@ import logging
 import os
 import pickle
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import pyarrow as pa
 
@@ -44,11 +50,13 @@ from kefu_router.labels import CUSTOMER_TYPE, EMOTION, HEADS, INTENT, ROLES
 from kefu_router.tagging_io import Record, TaggingError, file_format, open_reader
 from kefu_router.text import Message
 
+if TYPE_CHECKING:
+    from kefu_router.routing import ConversationState, Verdict
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_MAX_OPEN_CONVERSATIONS = 10_000
-ROUTE_HISTORY = 200  # customer turns per conversation handed to the router
 LINE_COLUMN = "tag_line"
 SCORE_COLUMNS = tuple(f"tag_score_{h.name}_{label}" for h in HEADS for label in h.labels)
 TAG_TYPES: dict[str, pa.DataType] = {
@@ -124,8 +132,8 @@ def parse_row(row: dict, cols: ColumnNames) -> tuple[str, str | None, str, objec
 
 @dataclass
 class _Conversation:
+    route: ConversationState  # the router's running state over its customer turns so far
     turns: list = field(default_factory=list)  # (order key, role, text), oldest first
-    history: deque = field(default_factory=lambda: deque(maxlen=ROUTE_HISTORY))  # compact predictions
 
 
 class Tagger:
@@ -159,9 +167,9 @@ class Tagger:
             results.append(EMPTY_TAGS)
         predictions = self.predictor.predict([m for _, _, m in pending])
         for (index, conv, message), pred in zip(pending, predictions):
-            history = conv.history if conv else deque()
-            history.append(_for_router(pred, message.text))
-            results[index] = _tags(pred, self.router.route(list(history)), self.predictor.version)
+            state = conv.route if conv else self.router.state()
+            verdict = self.router.verdict(state.add(_for_router(pred, message.text)))
+            results[index] = _tags(pred, verdict, self.predictor.version)
         while len(self.open) > self.max_open:  # evict only between calls: rows above may share a conversation
             self.open.popitem(last=False)
         return results
@@ -171,7 +179,7 @@ class Tagger:
             return None
         conv = self.open.get(conv_id)
         if conv is None:
-            conv = self.open[conv_id] = _Conversation()
+            conv = self.open[conv_id] = _Conversation(self.router.state())
         else:
             self.open.move_to_end(conv_id)
         return conv
@@ -201,7 +209,7 @@ def _for_router(pred: dict, text: str) -> dict:
     return {EMOTION.name: top(EMOTION.name), INTENT.name: top(INTENT.name), CUSTOMER_TYPE.name: traits, "text": text}
 
 
-def _tags(pred: dict, decision, version: str) -> dict:
+def _tags(pred: dict, verdict: Verdict, version: str) -> dict:
     out = {
         "tag_emotion": pred["emotion"]["label"], "tag_emotion_score": pred["emotion"]["score"],
         "tag_intent": pred["intent"]["label"], "tag_intent_score": pred["intent"]["score"],
@@ -210,7 +218,7 @@ def _tags(pred: dict, decision, version: str) -> dict:
     for head in HEADS:
         scores = pred[f"{head.name}_scores"] if head.multi_label else pred[head.name]["scores"]
         out.update((f"tag_score_{head.name}_{label}", scores[label]) for label in head.labels)
-    out.update(tag_playbook=decision.playbook.id, tag_needs_review=decision.needs_human_review, tag_model_version=version)
+    out.update(tag_playbook=verdict.playbook, tag_needs_review=verdict.needs_human_review, tag_model_version=version)
     return out
 
 

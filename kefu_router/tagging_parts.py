@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from kefu_router.tagging_io import TaggingError
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: open conversations carry the router's running state, not their predictions
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kefu_router.conversation import Conversation
 from kefu_router.labels import schema_dict
 from kefu_router.privacy import mask_pii
 from kefu_router.text import Message
@@ -134,13 +135,13 @@ async def route(body: RouteRequest, request: Request, svc=Depends(service)) -> R
     turns = body.turns
     if len(turns) > svc.settings.max_turns:
         raise _too_many("turns", len(turns), svc.settings.max_turns)
-    customer = [i for i, t in enumerate(turns) if t.role == "customer"]
-    if not customer:
-        raise HTTPException(422, [{"loc": ["body", "turns"], "msg": "the conversation has no customer turn",
-                                   "type": "value_error"}])
-    inputs = [_message(svc, turns[i].text, turns[:i]) for i in customer]
-    predictions = await svc.predict([message for message, _ in inputs])
-    decision = svc.router.route([{**p, "text": turns[i].text} for p, i in zip(predictions, customer)])
+    try:
+        chat = Conversation.of([(t.role, t.text) for t in turns], max_chars=svc.settings.max_text_chars)
+    except ValueError as exc:  # roles and texts are checked by the schema: only "no customer turn" is left
+        raise HTTPException(422, [{"loc": ["body", "turns"], "msg": str(exc), "type": "value_error"}]) from None
+    predictions = await svc.predict(list(chat.messages))
+    decision = chat.route(svc.router, predictions)
+    customer = chat.customer
     svc.metrics.routed.labels(decision.playbook.id, str(decision.needs_human_review).lower()).inc()
     _log(request, svc, [turns[i].text for i in customer], turns=len(turns), customer_turns=len(customer),
          playbook=decision.playbook.id, rule=decision.rule, needs_human_review=decision.needs_human_review)
@@ -152,5 +153,5 @@ async def route(body: RouteRequest, request: Request, svc=Depends(service)) -> R
         needs_human_review=decision.needs_human_review,
         reasons=decision.reasons,
         aggregate=decision.aggregate,
-        predictions=[TurnPrediction(**p, turn=i, truncated=cut) for p, i, (_, cut) in zip(predictions, customer, inputs)],
+        predictions=[TurnPrediction(**p, turn=i, truncated=cut) for p, i, cut in zip(predictions, customer, chat.truncated)],
     )

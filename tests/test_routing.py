@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pickle
+import random
+
 import pytest
 import yaml
 
+from kefu_router import routing
 from kefu_router.labels import CUSTOMER_TYPE, EMOTION, INTENT
 from kefu_router.playbooks import DEFAULT_PLAYBOOKS, PLAYBOOKS_ENV, PlaybookError
-from kefu_router.routing import Router, aggregate, is_filler, load_playbooks
+from kefu_router.routing import ConversationState, Router, Verdict, aggregate, is_filler, load_playbooks
 
 ISSUE_PLAYBOOKS = (  # situations issue #5 asks to cover, by the id the packaged file gives them
     "angry_escalation", "anxious_reassurance", "after_sales_service", "logistics_tracking", "price_value_selling",
@@ -86,6 +90,8 @@ def test_every_playbook_is_reachable_from_some_rule():
         (lambda d: d["playbooks"][0].update(sla_seconds=-5), "playbooks[0].sla_seconds: Input should be greater than 0"),
         (lambda d: d["playbooks"][0].pop("opening"), "playbooks[0].opening: Field required"),
         (lambda d: d["rules"][2]["when"].update(confidence_below="low"), "rules[2].when.confidence_below"),
+        (lambda d: d["rules"][3]["when"].update(latest_emotion_in=["furious"]), "rules[3].when.latest_emotion_in[0]: Input should be"),
+        (lambda d: d["rules"][3]["when"].update(latest_emotion_in=[]), "rules[3].when.latest_emotion_in: List should have at least 1 item"),
     ],
 )
 def test_a_bad_playbooks_file_fails_with_the_exact_field_and_reason(tmp_path, raw, edit, message):
@@ -207,7 +213,7 @@ def test_routing_no_turns_is_an_error(router):
         ([pred(), pred("angry"), pred("angry", "logistics")], "angry_escalation", "repeated_anger"),
         ([pred("angry", "complaint")], "complaint_handling", "angry_formal_complaint"),
         ([pred("anxious", "logistics")], "anxious_reassurance", "anxious"),
-        ([pred(intent="logistics"), pred("anxious", "logistics")], "angry_escalation", "worsening_emotion"),
+        ([pred(intent="logistics"), pred("anxious", "logistics")], "anxious_reassurance", "anxious"),
         ([pred(intent="after_sales")], "after_sales_service", "after_sales"),
         ([pred(intent="logistics")], "logistics_tracking", "logistics"),
         ([pred(intent="product_inquiry", traits=["hesitant"])], "hesitant_decision", "hesitant_buyer"),
@@ -252,3 +258,194 @@ def test_reasons_name_the_turns_behind_emotion_and_intent(router):
 def test_a_router_accepts_a_path_or_a_loaded_playbook_set(tmp_path, raw):
     path = write(tmp_path, raw)
     assert Router(path).route([pred()]).playbook.id == Router(load_playbooks(path)).route([pred()]).playbook.id
+
+
+# --- worsening emotion (issue: "anger in two of the last three customer turns, or emotion worsening, escalates") ---
+
+@pytest.mark.parametrize(
+    "emotions, intent, playbook, rule",
+    [
+        # A buyer who has just become anxious is reassured with a concrete time, not handled as angry.
+        (["neutral", "anxious"], "logistics", "anxious_reassurance", "anxious"),
+        (["satisfied", "anxious"], "order_payment", "anxious_reassurance", "anxious"),
+        (["anxious", "anxious"], "order_payment", "anxious_reassurance", "anxious"),
+        (["neutral", "neutral", "anxious"], "after_sales", "anxious_reassurance", "anxious"),
+        # Worsening into anger escalates, from worry or from calm.
+        (["anxious", "angry"], "logistics", "angry_escalation", "worsening_into_anger"),
+        (["satisfied", "angry"], "after_sales", "angry_escalation", "worsening_into_anger"),
+        (["neutral", "angry"], "product_inquiry", "angry_escalation", "worsening_into_anger"),
+        # Anger in two of the last three customer turns escalates, whatever comes between.
+        (["angry", "neutral", "angry"], "logistics", "angry_escalation", "repeated_anger"),
+        (["angry", "angry", "neutral"], "logistics", "angry_escalation", "repeated_anger"),
+        (["neutral", "angry", "angry"], "logistics", "angry_escalation", "repeated_anger"),
+        # Anxiety that comes back right after a calm turn: the reassurance did not hold.
+        (["anxious", "neutral", "anxious"], "logistics", "angry_escalation", "anxiety_returns"),
+        (["anxious", "satisfied", "anxious"], "order_payment", "angry_escalation", "anxiety_returns"),
+        # ... but not a worry from four turns ago.
+        (["anxious", "neutral", "neutral", "anxious"], "logistics", "anxious_reassurance", "anxious"),
+        # A complaint keeps its own handling unless the buyer is angry.
+        (["neutral", "anxious"], "complaint", "complaint_handling", "complaint"),
+        (["neutral", "angry"], "complaint", "complaint_handling", "angry_formal_complaint"),
+    ],
+)
+def test_worsening_escalates_into_anger_or_returning_anxiety_not_a_first_anxious_turn(router, emotions, intent, playbook, rule):
+    decision = router.route([pred(e, intent) for e in emotions])
+    assert (decision.playbook.id, decision.rule) == (playbook, rule)
+
+
+def test_the_escalation_reason_names_the_change(router):
+    decision = router.route([pred("anxious", "logistics"), pred("angry", "logistics")])
+    assert "trend worsening (anxious -> angry)" in decision.reasons[0]
+    assert decision.reasons[-1] == "rule worsening_into_anger -> angry_escalation: latest customer turn angry; emotion worsening"
+
+
+def test_latest_emotion_in_reads_the_latest_turn_not_the_most_severe_recent_one(tmp_path, raw):
+    raw["rules"].insert(0, {"id": "calm_now", "playbook": "general", "when": {"latest_emotion_in": ["neutral"]}})
+    router = Router(write(tmp_path, raw))
+    assert router.route([pred("angry"), pred("neutral")]).rule == "calm_now"
+    assert router.route([pred("neutral"), pred("angry")]).rule != "calm_now"
+
+
+# --- incremental routing: route_each / state + verdict give route(predictions[:i + 1]) in linear work ---
+
+FILLER_TEXTS = ["好的", "对", "嗯嗯", "好的！", "OK", "在吗？", "对对对", "收到"]
+TOPIC_TEXTS = ["我要退货", "快递到哪了", "这个有L码吗", "能便宜点吗", "收到了 谢谢亲 服务真好", "什么破东西"]
+
+
+def random_conversation(rng: random.Random, n: int) -> list[dict]:
+    """Varied predictions: every label, fillers by text and (without text) by chitchat, traits, low scores."""
+    turns = []
+    for _ in range(n):
+        emotion = rng.choice([*EMOTION.labels, "angry", "anxious"])  # more distress, so escalation rules fire
+        intent = rng.choice(INTENT.labels)
+        traits = rng.sample(CUSTOMER_TYPE.labels, rng.choice([0, 0, 1, 2]))
+        p = pred(emotion, intent, traits, score=rng.choice([0.3, 0.44, 0.5, 0.9, round(rng.random(), 4)]))
+        for t in p["customer_type"]:
+            t["score"] = round(rng.random(), 3)
+        kind = rng.random()
+        if kind < 0.35:
+            p["text"] = rng.choice(FILLER_TEXTS)
+            p["intent"]["label"] = rng.choice(["chitchat", "chitchat", "other"])
+        elif kind < 0.85:
+            p["text"] = rng.choice(TOPIC_TEXTS)
+        turns.append(p)
+    return turns
+
+
+def conversations() -> list[list[dict]]:
+    rng = random.Random(20240618)
+    convs = [random_conversation(rng, rng.randint(1, 12)) for _ in range(150)]
+    convs += [random_conversation(rng, 300) for _ in range(2)]  # long, with windows sliding far
+    convs.append([pred("anxious", "logistics", text="快递到哪了"), pred(intent="chitchat", text="好的"), pred("anxious", "chitchat", text="对"),
+                  pred("angry", "chitchat", text="嗯嗯"), *[pred(intent="chitchat", text="好的")] * 8, pred("satisfied", "chitchat", text="收到了 谢谢")])
+    return convs
+
+
+@pytest.mark.parametrize("window", [1, 2, 5])
+def test_route_each_equals_routing_every_prefix(window):
+    router = Router(window=window)
+    for turns in conversations():
+        each = router.route_each(turns)
+        assert len(each) == len(turns)
+        for i, decision in enumerate(each):
+            assert decision == router.route(turns[: i + 1]), (window, i)
+
+
+def from_scratch(turns: list[dict], window: int, keep: int) -> dict:
+    """The aggregation spelled out over the whole list (as routing did before it was incremental): a test oracle."""
+    n = len(turns)
+    severity = {"angry": 3, "anxious": 2, "satisfied": 1, "neutral": 0}
+    distress = {"angry": 2, "anxious": 1, "satisfied": 0, "neutral": 0}
+    top = max(range(max(n - window, 0), n), key=lambda i: (severity[turns[i]["emotion"]["label"]], i))
+    emotions = [t["emotion"]["label"] for t in turns]
+    trend = "stable"
+    if n > 1 and distress[emotions[-1]] != distress[emotions[-2]]:
+        trend = "worsening" if distress[emotions[-1]] > distress[emotions[-2]] else "improving"
+    filler = [is_filler(t["text"]) if "text" in t else t["intent"]["label"] == "chitchat" for t in turns]
+    topic = max((i for i in range(n) if not filler[i]), default=n - 1)
+    traits: dict[str, list[float]] = {}
+    for t in turns:
+        for trait in t["customer_type"]:
+            traits.setdefault(trait["label"], []).append(trait["score"])
+    emotion, intent = turns[top]["emotion"], turns[topic]["intent"]
+    return {
+        "turns": n, "emotion": (emotion["label"], emotion["score"], top + 1), "emotion_trend": trend,
+        "intent": (intent["label"], intent["score"], topic + 1),
+        "customer_types": [(label, max(traits[label]), len(traits[label])) for label in CUSTOMER_TYPE.labels if label in traits],
+        "confidence": min(emotion["score"], intent["score"]),
+        "emotions": emotions[-keep:], "fillers": [i + 1 for i in range(max(n - keep, 0), n) if filler[i]],
+    }
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_the_running_aggregate_equals_the_aggregation_spelled_out_over_every_prefix(window):
+    for turns in conversations()[::3]:
+        for i in range(len(turns)):
+            s = aggregate(turns[: i + 1], window)
+            got = s.model_dump()
+            got["emotion"] = (s.emotion.label, s.emotion.score, s.emotion.turn)
+            got["intent"] = (s.intent.label, s.intent.score, s.intent.turn)
+            got["customer_types"] = [(t.label, t.score, t.turns) for t in s.customer_types]
+            assert got == from_scratch(turns[: i + 1], window, keep=max(window, 2)), (window, i)
+
+
+def test_a_running_state_gives_the_same_verdict_and_decision_as_routing_every_prefix(router):
+    for turns in conversations()[::5]:
+        state = router.state()
+        for i, p in enumerate(turns):
+            state = pickle.loads(pickle.dumps(state.add(p)))  # as batch tagging carries it between chunks
+            full = router.route(turns[: i + 1])
+            assert router.decide(state) == full
+            assert router.verdict(state) == Verdict(full.playbook.id, full.rule, full.needs_human_review)
+
+
+def test_the_escalation_rules_are_exercised_by_the_equality_checks(router):
+    rules = {d.rule for turns in conversations() for d in router.route_each(turns)}
+    assert {"repeated_anger", "worsening_into_anger", "anxiety_returns", "anxious", "low_confidence", "angry"} <= rules
+
+
+def test_a_5000_turn_conversation_routes_in_linear_work(router, monkeypatch):
+    """Each prediction is read once and each decision looks at O(window) state: 5,000 reads, not 12.5 million."""
+    reads = []
+    real = routing._parse
+    monkeypatch.setattr(routing, "_parse", lambda p, i: reads.append(i) or real(p, i))
+    turns = random_conversation(random.Random(5), 5000)
+    decisions = router.route_each(turns)
+    assert len(decisions) == 5000 and reads == list(range(5000))
+    assert max(len(d.aggregate.emotions) for d in decisions) == router.window
+    assert decisions[-1] == router.route(turns)  # and still the same answer as routing the whole conversation
+
+    state, sizes = router.state(), []
+    for i, p in enumerate(turns):
+        router.verdict(state.add(p))
+        if i + 1 in (50, 5000):
+            sizes.append(len(pickle.dumps(state)))
+    assert sizes[1] <= sizes[0] + 64  # the running state does not grow with the conversation
+
+
+def test_the_aggregate_lists_the_latest_turns_emotions_and_fillers(router):
+    turns = [pred("angry", "logistics", text="快递呢"), *[pred(intent="chitchat", text="好的")] * 6, pred("anxious", "logistics", text="到底哪天到")]
+    s = router.route(turns).aggregate
+    assert s.turns == 8 and s.emotions == ["neutral"] * 4 + ["anxious"] and s.fillers == [4, 5, 6, 7]
+    assert s.emotion.label == "anxious" and s.intent.turn == 8
+
+
+def test_long_runs_of_fillers_are_summarised_in_the_reasons(router):
+    turns = [pred(intent="logistics", text="快递呢"), *[pred(intent="chitchat", text="好的")] * 7]
+    assert router.route(turns).reasons[1].endswith("later turn(s) 2-8 are fillers and keep the topic")
+
+
+def test_route_each_of_nothing_is_empty_and_a_state_needs_a_turn(router):
+    assert router.route_each([]) == []
+    with pytest.raises(ValueError, match="no customer turns"):
+        router.verdict(router.state())
+
+
+def test_a_state_from_another_router_is_refused(router):
+    with pytest.raises(ValueError, match="not made by this router"):
+        router.verdict(ConversationState(window=2).add(pred()))
+
+
+def test_a_bad_prediction_midway_names_its_index(router):
+    with pytest.raises(ValueError, match=r"predictions\[2\]\.emotion\.label: unknown label 'furious'"):
+        router.route_each([pred(), pred(), {**pred(), "emotion": {"label": "furious", "score": 0.9}}])

@@ -76,6 +76,21 @@ def test_route_uses_turn_text_to_keep_the_topic_through_acknowledgements(client)
     assert client.post("/v1/route", json={"turns": turns}).json()["aggregate"]["fillers"] == [2]
 
 
+def test_route_answers_as_the_cli_does_for_the_same_conversation(client, tiny_bundle, tmp_path):
+    """Both go through kefu_router.conversation: same messages, same predictions, same decision."""
+    turns = [*ANGRY, {"role": "customer", "text": "好的"}, {"role": "agent", "text": "亲 马上给您处理"}, {"role": "customer", "text": "快点"}]
+    path = tmp_path / "conversation.json"
+    path.write_text(json.dumps({"turns": turns}, ensure_ascii=False), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["route", str(path), "-m", str(tiny_bundle)])
+    assert result.exit_code == 0, result.output
+    cli_out, http_out = json.loads(result.output), client.post("/v1/route", json={"turns": turns}).json()
+    for key in ("playbook", "rule", "needs_human_review", "reasons", "aggregate", "model_version"):
+        assert cli_out[key] == http_out[key], key
+    assert [(p["turn"], p["emotion"], p["intent"]) for p in cli_out["predictions"]] == [
+        (p["turn"], p["emotion"]["label"], p["intent"]["label"]) for p in http_out["predictions"]
+    ]
+
+
 def test_model_info_gives_version_labels_metrics_and_playbooks(client):
     data = client.get("/v1/model").json()
     assert data["version"] == "tiny-test"

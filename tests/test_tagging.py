@@ -5,17 +5,25 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kefu_router.tagging import LINE_COLUMN, TAG_COLUMNS, ColumnNames, TaggingError, tag_file
+from kefu_router.labels import CUSTOMER_TYPE, HEADS
+from kefu_router.predictor import format_prediction
+from kefu_router.routing import Router
+from kefu_router.tagging import LINE_COLUMN, TAG_COLUMNS, ColumnNames, Tagger, TaggingError, tag_file
+from kefu_router.text import Message
 from tests.conftest import MINI_DATA
 
 CONV = ColumnNames("text", "conversation_id", "role", "turn")
@@ -74,6 +82,76 @@ def predictor(tiny_bundle):
     from kefu_router.predictor import Predictor
 
     return Predictor(tiny_bundle)
+
+
+class ScriptedPredictor:
+    """No model: each text's prediction is drawn from its hash, so emotions, intents and traits vary (anger included)."""
+
+    version = "scripted"
+    bundle = SimpleNamespace(max_context_turns=6)
+
+    def predict(self, messages):
+        out = []
+        for m in messages:
+            rng = np.random.default_rng(zlib.crc32(m.text.encode("utf-8")))
+            probs = {h.name: rng.random(h.size) if h.multi_label else rng.dirichlet(np.full(h.size, 0.3)) for h in HEADS}
+            out.append(format_prediction(probs, np.full(CUSTOMER_TYPE.size, 0.8)))
+        return out
+
+
+def long_chats(rng: random.Random) -> list[dict]:
+    """Interleaved conversations of 1 to 250 customer turns with agent turns and fillers."""
+    rows = []
+    for c, n in enumerate([1, 2, 5, 12, 40, 250]):
+        turn = 0
+        for k in range(n):
+            text = rng.choice(["好的", "对", "在吗", "嗯嗯"]) if rng.random() < 0.3 else f"第{rng.randrange(60)}个问题"
+            rows.append({"conversation_id": f"c{c}", "turn": turn, "role": "customer", "text": text})
+            turn += 1
+            if rng.random() < 0.4:
+                rows.append({"conversation_id": f"c{c}", "turn": turn, "role": "agent", "text": "亲 稍等"})
+                turn += 1
+    return interleaved(rows)
+
+
+def test_each_turns_playbook_is_the_route_of_its_conversation_so_far_across_chunks_and_resumes():
+    router, scripted = Router(), ScriptedPredictor()
+    rows = long_chats(random.Random(3))
+    tagger, results = Tagger(scripted, router, CONV), []
+    for start in range(0, len(rows), 7):
+        results += tagger.tag(rows[start : start + 7])
+        resumed = Tagger(scripted, router, CONV)
+        resumed.restore(tagger.state())  # as --resume does after a kill between chunks
+        tagger = resumed
+    history: dict[str, list[dict]] = {}
+    escalated = 0
+    for row, tags in zip(rows, results):
+        if row["role"] == "agent":
+            assert tags["tag_playbook"] is None
+            continue
+        pred = scripted.predict([Message(row["text"])])[0]
+        history.setdefault(row["conversation_id"], []).append({**pred, "text": row["text"]})
+        want = router.route(history[row["conversation_id"]])  # every customer turn so far, 250 of them at most
+        assert (tags["tag_playbook"], tags["tag_needs_review"]) == (want.playbook.id, want.needs_human_review)
+        escalated += want.playbook.id == "angry_escalation"
+    assert escalated and len(history["c5"]) == 250
+
+
+def test_a_5000_turn_conversation_is_tagged_in_linear_routing_work(monkeypatch):
+    """Each prediction is read by the router once and the carried state does not grow: no re-routing of the history."""
+    from kefu_router import routing
+
+    reads = []
+    real = routing._parse
+    monkeypatch.setattr(routing, "_parse", lambda p, i: reads.append(i) or real(p, i))
+    monkeypatch.setattr(Router, "route", lambda *a: pytest.fail("the tagger must not route the whole history again"))
+    rows = [{"conversation_id": "c", "turn": i, "role": "customer", "text": "好的" if i % 4 == 3 else f"第{i % 97:02d}个问题"} for i in range(5000)]
+    tagger, sizes = Tagger(ScriptedPredictor(), Router(), CONV), []
+    for start in range(0, 5000, 500):
+        assert all(r["tag_playbook"] for r in tagger.tag(rows[start : start + 500]))
+        sizes.append(len(tagger.state()))
+    assert reads == list(range(5000))
+    assert max(sizes) <= sizes[0] + 64
 
 
 def test_context_is_built_as_in_training_across_chunk_boundaries(tmp_path, predictor):
