@@ -8,7 +8,11 @@
    number of POST /v1/route requests (customer conversations of 1-3 customer
    turns) from that many concurrent clients, stopping early at --max-seconds;
 4. print p50/p95/p99 latency and requests/s per level, and the throughput
-   ratio (batching on / off) at concurrency 32.
+   ratio (batching on / off) at concurrency 32;
+5. from the server's own Prometheus counters, the share of wall time its
+   inference thread was busy, mean messages per ONNX run, and the bound that
+   share puts on any batching gain (Amdahl: batching can only shrink model time,
+   so throughput can rise at most 1 / (1 - model share) over batching off).
 
 The client runs on the same machine and takes CPU from the server, so figures
 are a floor for what a separate load generator would see. The issue's target
@@ -74,6 +78,18 @@ def start_server(model: Path, batching: bool, port: int, extra_env: dict) -> sub
     raise SystemExit("server did not become ready within 120 s")
 
 
+def inference_totals(base: str) -> tuple[float, float, float]:
+    """(seconds in ONNX runs, runs, messages) so far, from the server's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = {}
+    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=10).text):
+        for sample in family.samples:
+            totals[sample.name] = sample.value
+    return (totals.get("kefu_inference_seconds_sum", 0.0), totals.get("kefu_inference_seconds_count", 0.0),
+            totals.get("kefu_batch_size_sum", 0.0))
+
+
 async def load(url: str, concurrency: int, requests: int, max_seconds: float) -> dict:
     latencies: list[float] = []
     errors = 0
@@ -98,12 +114,16 @@ async def load(url: str, concurrency: int, requests: int, max_seconds: float) ->
                 latencies.append(time.perf_counter() - t0)
                 errors += not ok
 
+        base = url.rsplit("/v1/", 1)[0]
+        before = inference_totals(base)
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        seconds, runs, messages = (b - a for a, b in zip(before, inference_totals(base)))
     q = statistics.quantiles(latencies, n=100, method="inclusive")
     return {"n": len(latencies), "errors": errors, "rps": len(latencies) / elapsed,
-            "p50": q[49] * 1000, "p95": q[94] * 1000, "p99": q[98] * 1000}
+            "p50": q[49] * 1000, "p95": q[94] * 1000, "p99": q[98] * 1000,
+            "model_share": seconds / elapsed, "per_run": messages / max(runs, 1)}
 
 
 def main() -> None:
@@ -119,7 +139,7 @@ def main() -> None:
     env = {k: str(v) for k, v in {"KEFU_ROUTER_MAX_WAIT_MS": args.max_wait_ms,
                                   "KEFU_ROUTER_MAX_BATCH_SIZE": args.max_batch_size}.items() if v is not None}
     print(f"model {model}  cpus {os.cpu_count()}  requests/level <= {args.requests}  seconds/level <= {args.max_seconds}")
-    print(f"{'batching':>8} {'conc':>5} {'n':>6} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    print(f"{'batching':>8} {'conc':>5} {'n':>6} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'model%':>7} {'msg/run':>8}")
     results: dict[tuple[bool, int], dict] = {}
     for batching in (True, False):
         port = free_port()
@@ -129,7 +149,7 @@ def main() -> None:
                 r = asyncio.run(load(f"http://{HOST}:{port}/v1/route", c, args.requests, args.max_seconds))
                 results[(batching, c)] = r
                 print(f"{'on' if batching else 'off':>8} {c:>5} {r['n']:>6} {r['errors']:>4} {r['rps']:>8.1f} "
-                      f"{r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f}", flush=True)
+                      f"{r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f} {r['model_share']:>7.0%} {r['per_run']:>8.1f}", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -137,6 +157,10 @@ def main() -> None:
         ratio = results[(True, 32)]["rps"] / results[(False, 32)]["rps"]
         print(f"throughput ratio at concurrency 32 (batching on / off): {ratio:.2f}x; "
               f"p99 with batching {results[(True, 32)]['p99']:.1f} ms")
+        share = results[(False, 32)]["model_share"]
+        print(f"with batching off at concurrency 32 the inference thread is busy {share:.0%} of the time: "
+              f"batching can raise throughput at most {1 / max(1 - share, 1e-9):.2f}x (Amdahl); the rest is HTTP, "
+              f"validation, routing and the load client, which share the same {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

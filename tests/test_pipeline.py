@@ -98,7 +98,9 @@ def test_cli_train_evaluate_export_predict(tiny_bert, tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert runner.invoke(app, ["evaluate", str(run)]).exit_code == 0
-    result = runner.invoke(app, ["export", str(run), "-o", str(tmp_path / "bundle"), "--min-agreement", "0.5"])
+    # A one-epoch tiny model's trait scores sit on its tuned thresholds, so int8 noise can flip every
+    # trait set: the parity gate is tested in test_export_fails_when_agreement_is_below_the_threshold.
+    result = runner.invoke(app, ["export", str(run), "-o", str(tmp_path / "bundle"), "--min-agreement", "0"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["predict", "快递到哪了", "-c", "customer:在吗", "-m", str(tmp_path / "bundle")])
     assert result.exit_code == 0, result.output
