@@ -112,3 +112,10 @@ def test_rows_with_a_split_column_keep_it(tmp_path):
     rows = [{**GOOD, "id": str(i), "text": f"第{i}条", "split": s} for i, s in enumerate(["train", "dev", "test", "train"])]
     splits = split_examples(load_examples(write_jsonl(tmp_path / "d.jsonl", rows))[0])
     assert [len(splits[s]) for s in ("train", "dev", "test")] == [2, 1, 1]
+
+
+def test_duplicates_with_other_labels_are_reported(tmp_path):
+    rows = [GOOD, {**GOOD, "id": "same"}, {**GOOD, "id": "other", "emotion": "angry" if GOOD["emotion"] != "angry" else "neutral"}]
+    examples, report = load_examples(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert len(examples) == 1 and report.duplicates_dropped == 2
+    assert report.conflicting == ["other"] and "1 with other labels than the copy kept" in report.summary()

@@ -48,11 +48,13 @@ class LoadReport:
     examples: int = 0
     skipped: list[str] = field(default_factory=list)
     duplicates_dropped: int = 0
+    conflicting: list[str] = field(default_factory=list)  # ids of dropped duplicates whose labels differ
 
     def summary(self) -> str:
+        conflicts = f" ({len(self.conflicting)} with other labels than the copy kept)" if self.conflicting else ""
         return (
             f"{self.path}: {self.rows} rows -> {self.examples} labelled messages; "
-            f"{len(self.skipped)} bad rows skipped, {self.duplicates_dropped} exact duplicates dropped"
+            f"{len(self.skipped)} bad rows skipped, {self.duplicates_dropped} exact duplicates dropped{conflicts}"
         )
 
 
@@ -154,7 +156,7 @@ def load_examples(path: str | Path, skip_bad: bool = False) -> tuple[list[Exampl
         raise DataError(f"{len(errors)} bad row(s) (pass --skip-bad-rows to skip and count them):\n{shown}")
     report.skipped = errors
     examples = _with_context(rows)
-    examples, report.duplicates_dropped = deduplicate(examples)
+    examples, report.duplicates_dropped = deduplicate(examples, report.conflicting)
     report.examples = len(examples)
     return examples, report
 
@@ -191,15 +193,15 @@ def _with_context(rows: list[dict]) -> list[Example]:
     return examples
 
 
-def deduplicate(examples: list[Example]) -> tuple[list[Example], int]:
-    """Drop exact duplicates: the same message with the same context (first kept)."""
-    seen, kept = set(), []
+def deduplicate(examples: list[Example], conflicting: list[str] | None = None) -> tuple[list[Example], int]:
+    """Drop exact duplicates: the same message with the same context (first kept). The ids of dropped
+    copies whose labels differ from the kept one are appended to `conflicting`, so they are reported."""
+    kept: dict[tuple, Example] = {}
     for ex in examples:
-        key = (ex.text, ex.context)
-        if key not in seen:
-            seen.add(key)
-            kept.append(ex)
-    return kept, len(examples) - len(kept)
+        first = kept.setdefault((ex.text, ex.context), ex)
+        if first is not ex and conflicting is not None and (first.emotion, first.intent, first.customer_type) != (ex.emotion, ex.intent, ex.customer_type):
+            conflicting.append(ex.id)
+    return list(kept.values()), len(examples) - len(kept)
 
 
 def split_examples(
