@@ -134,10 +134,14 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=20, help="time bound per level")
     parser.add_argument("--max-wait-ms", type=float, default=None, help="KEFU_ROUTER_MAX_WAIT_MS for the server")
     parser.add_argument("--max-batch-size", type=int, default=None, help="KEFU_ROUTER_MAX_BATCH_SIZE for the server")
+    parser.add_argument("--spinning", choices=["true", "false"], default=None, help="KEFU_ROUTER_SPINNING for the server")
+    parser.add_argument("--threads", type=int, default=None, help="KEFU_ROUTER_THREADS (onnxruntime intra-op threads)")
     args = parser.parse_args()
     model = resolve_bundle_path(args.model)
     env = {k: str(v) for k, v in {"KEFU_ROUTER_MAX_WAIT_MS": args.max_wait_ms,
-                                  "KEFU_ROUTER_MAX_BATCH_SIZE": args.max_batch_size}.items() if v is not None}
+                                  "KEFU_ROUTER_MAX_BATCH_SIZE": args.max_batch_size, "KEFU_ROUTER_SPINNING": args.spinning,
+                                  "KEFU_ROUTER_THREADS": args.threads}.items() if v is not None}
+    print(f"server environment {env or 'defaults'}")
     print(f"model {model}  cpus {os.cpu_count()}  requests/level <= {args.requests}  seconds/level <= {args.max_seconds}")
     print(f"{'batching':>8} {'conc':>5} {'n':>6} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'model%':>7} {'msg/run':>8}")
     results: dict[tuple[bool, int], dict] = {}

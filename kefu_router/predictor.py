@@ -40,6 +40,7 @@ class Predictor:
         precision: str = "int8",
         batch_size: int = 64,
         threads: int | None = None,
+        spinning: bool = True,
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.batch_size = batch_size
@@ -47,6 +48,8 @@ class Predictor:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        if not spinning:  # idle pool threads sleep instead of busy-waiting: leaves the CPU to other work
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = self.bundle.onnx_path(precision)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -59,7 +59,7 @@ class Service:
         if self.predictor is None:
             # ONNX runs of 16 messages: on a small CPU the model is compute-bound and longer
             # padded batches waste more than they save (bench_serve: 0.70x -> 0.91x at concurrency 32).
-            self.predictor = Predictor(s.model, precision=s.precision, threads=s.threads, batch_size=16)
+            self.predictor = Predictor(s.model, precision=s.precision, threads=s.threads, batch_size=16, spinning=s.spinning)
         if self.router is None:
             self.router = Router(s.playbooks, window=s.window)
         self.batcher = MicroBatcher(

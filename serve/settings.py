@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     model: Optional[Path] = Field(None, description="bundle directory; default: the bundled model")
     precision: Literal["int8", "fp32"] = "int8"
     threads: Optional[int] = Field(None, ge=1, description="onnxruntime intra-op threads; default: all cores")
+    spinning: bool = Field(False, description="onnxruntime threads busy-wait between runs (off: the event loop keeps the CPU)")
     playbooks: Optional[Path] = Field(None, description="playbooks YAML; default: the packaged playbooks.yaml")
     window: int = Field(5, ge=1, description="recent customer turns read for the conversation's emotion")
 
