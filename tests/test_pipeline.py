@@ -108,3 +108,17 @@ def test_cli_train_evaluate_export_predict(tiny_bert, tmp_path):
     assert out["intent"]["label"] in INTENT.labels
     result = runner.invoke(app, ["predict", "-m", str(tmp_path / "bundle")], input='在吗\n{"text": "好的", "context": [{"role": "agent", "text": "已发货"}]}\n')
     assert result.exit_code == 0 and len(result.output.strip().splitlines()) == 2
+
+
+def test_trait_calibration_error_is_low_for_calibrated_scores():
+    import numpy as np
+
+    from kefu_router.labels import CUSTOMER_TYPE
+    from kefu_router.training.metrics import multi_label_metrics
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.99, (30_000, CUSTOMER_TYPE.size))
+    y = (rng.uniform(size=p.shape) < p).astype(int)  # each trait occurs exactly as often as predicted
+    thresholds = dict.fromkeys(CUSTOMER_TYPE.labels, 0.5)
+    assert multi_label_metrics(y, p, thresholds)["ece"] < 0.01
+    assert multi_label_metrics(np.zeros_like(y), np.full(p.shape, 0.9), thresholds)["ece"] > 0.85  # confident, wrong

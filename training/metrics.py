@@ -53,7 +53,8 @@ def multi_label_metrics(y_true: np.ndarray, probs: np.ndarray, thresholds: dict[
         "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "exact_match": float((y_pred == y_true).all(axis=1).mean()),
-        "ece": expected_calibration_error(probs.ravel(), (np.round(probs.ravel()) == y_true.ravel()).astype(float)),
+        # per trait a binary probability: bins of p(trait) against the observed rate of the trait
+        "ece": expected_calibration_error(probs.ravel(), y_true.ravel().astype(float)),
         "per_class": classification_report(
             y_true, y_pred, target_names=list(CUSTOMER_TYPE.labels), output_dict=True, zero_division=0
         ),
