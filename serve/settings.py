@@ -25,7 +25,10 @@ class Settings(BaseSettings):
 
     batching: bool = Field(True, description="gather concurrent requests into one ONNX run")
     max_batch_size: int = Field(64, ge=1, description="messages per ONNX run")
-    max_wait_ms: float = Field(3.0, ge=0, le=1000, description="longest a request waits for others to join its batch")
+    # 0: no waiting; requests that queued while the previous batch ran still share the next run, so
+    # batches form under load without adding latency at low load (bench_serve: p50 at concurrency 1
+    # 9.8 ms with a 3 ms wait, 5.1 ms without; throughput at concurrency 32 higher too).
+    max_wait_ms: float = Field(0.0, ge=0, le=1000, description="longest a request waits for others to join its batch")
     max_queue: int = Field(2048, ge=1, description="messages waiting for the model before requests get 503")
     request_timeout_s: float = Field(10.0, gt=0, description="inference deadline per request (503 after it)")
 
