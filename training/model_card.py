@@ -90,6 +90,9 @@ def render(run_dir: Path, bundle_dir: Path, out: Path, extra_sections: str = "",
             for h in ("emotion", "intent", "customer_type")
         ]}],
     }
+    if pretrain_dir:  # the texts the encoder was pretrained on are part of the model's data too
+        sources = json.loads((pretrain_dir / "pretrain_log.json").read_text(encoding="utf-8")).get("sources") or []
+        header["datasets"] += [f"pretraining: {source}" for source in sources]
     parity = meta["parity"]
     parity_rows = "\n".join(
         f"| {p} | {h} | {parity[p][h]['max_abs_diff']:.4f} | {parity[p][h]['agreement']:.4f} |" for p in ("fp32", "int8") for h in ("emotion", "intent", "customer_type")
