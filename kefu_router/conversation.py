@@ -24,6 +24,14 @@ from kefu_router.text import Message
 NO_CUSTOMER_TURN = "the conversation has no customer turn with text"
 
 
+def cut_message(text: str, context: Sequence[tuple[str, str]], max_chars: int | None = None) -> tuple[Message, bool]:
+    """The model input for `text` after `context`, every text cut to `max_chars`, and whether anything was cut."""
+    if max_chars is None:
+        return Message.of(text, context), False
+    truncated = len(text) > max_chars or any(len(t) > max_chars for _, t in context)
+    return Message.of(text[:max_chars], [(role, t[:max_chars]) for role, t in context]), truncated
+
+
 @dataclass(frozen=True)
 class Conversation:
     turns: tuple[tuple[str, str], ...]  # (role, text), oldest first
@@ -43,9 +51,9 @@ class Conversation:
         customer = tuple(i for i, (role, text) in enumerate(turns) if role == "customer" and text.strip())
         if not customer:
             raise ValueError(NO_CUSTOMER_TURN)
-        cut = (lambda text: text) if max_chars is None else (lambda text: text[:max_chars])
-        messages = tuple(Message.of(cut(turns[i][1]), [(role, cut(text)) for role, text in turns[:i]]) for i in customer)
-        truncated = tuple(max_chars is not None and any(len(text) > max_chars for _, text in turns[: i + 1]) for i in customer)
+        inputs = [cut_message(turns[i][1], turns[:i], max_chars) for i in customer]
+        messages = tuple(message for message, _ in inputs)
+        truncated = tuple(cut for _, cut in inputs)
         return cls(turns, customer, messages, truncated)
 
     def route(self, router: Router, predictions: Sequence[dict]) -> RouteDecision:

@@ -17,10 +17,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kefu_router.conversation import Conversation
+from kefu_router.conversation import Conversation, cut_message
 from kefu_router.labels import schema_dict
 from kefu_router.privacy import mask_pii
-from kefu_router.text import Message
 from kefu_router.serve.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -28,7 +27,6 @@ from kefu_router.serve.schemas import (
     ModelInfo,
     RouteRequest,
     RouteResponse,
-    Turn,
     TurnPrediction,
 )
 
@@ -59,13 +57,6 @@ async def require_api_key(
 def _too_many(field: str, count: int, limit: int) -> HTTPException:
     return HTTPException(422, [{"loc": ["body", field], "msg": f"{count} {field}, at most {limit} allowed",
                                 "type": "too_long"}])
-
-
-def _message(svc, text: str, context: list[Turn]) -> tuple[Message, bool]:
-    """A model input with every text cut to the limit, and whether anything was cut."""
-    limit = svc.settings.max_text_chars
-    truncated = len(text) > limit or any(len(t.text) > limit for t in context)
-    return Message.of(text[:limit], [(t.role, t.text[:limit]) for t in context]), truncated
 
 
 def _log(request: Request, svc, texts: list[str], **fields) -> None:
@@ -123,7 +114,8 @@ async def classify(body: ClassifyRequest, request: Request, svc=Depends(service)
     for m in body.messages:
         if len(m.context) > settings.max_turns:
             raise _too_many("context", len(m.context), settings.max_turns)
-    inputs = [_message(svc, m.text, m.context) for m in body.messages]
+    limit = settings.max_text_chars
+    inputs = [cut_message(m.text, [(t.role, t.text) for t in m.context], limit) for m in body.messages]
     predictions = await svc.predict([message for message, _ in inputs])
     _log(request, svc, [m.text for m in body.messages], messages=len(inputs))
     return ClassifyResponse(
