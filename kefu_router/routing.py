@@ -342,27 +342,27 @@ class Router:
         state = self.state()
         return [self.decide(state.add(pred)) for pred in predictions]
 
-    def _first_match(self, state: ConversationState) -> tuple[_Reading, Rule, list[str]]:
+    def _first_match(self, state: ConversationState) -> tuple[_Reading, Rule, list[str], bool]:
+        """The reading, the first rule that matches it, why, and whether a person should review."""
         if state.window != self.window or state.keep < self._keep:
             raise ValueError("this conversation state was not made by this router (use Router.state())")
         reading = state._reading()
         for rule in self.playbooks.rules:
             why = _match(rule.when, reading)
             if why is not None:
-                return reading, rule, why
+                review = rule.when.confidence_below is not None or reading.confidence < self.review_below
+                return reading, rule, why, review
         raise PlaybookError("no rule matched and the playbooks file has no catch-all")  # pragma: no cover - load_playbooks guarantees one
 
     def verdict(self, state: ConversationState) -> Verdict:
         """Playbook id, rule id and review flag of `decide(state)`, without building reasons and aggregate."""
-        reading, rule, _ = self._first_match(state)
-        review = rule.when.confidence_below is not None or reading.confidence < self.review_below
+        _, rule, _, review = self._first_match(state)
         return Verdict(rule.playbook, rule.id, review)
 
     def decide(self, state: ConversationState) -> RouteDecision:
         """The decision for the customer turns added to `state` so far: `route` over them."""
-        reading, rule, why = self._first_match(state)
+        reading, rule, why, review = self._first_match(state)
         signals = state._signals(reading)
-        review = rule.when.confidence_below is not None or reading.confidence < self.review_below
         return RouteDecision(
             playbook=self.playbooks.playbooks[rule.playbook],
             rule=rule.id,
