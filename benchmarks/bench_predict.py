@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_tag import bench_pipeline, customer_messages, generate  # noqa: E402
+from bench_tag import bench_pipeline, customer_messages, generate, report_pipeline  # noqa: E402
 
 from kefu_router.labels import CUSTOMER_TYPE, EMOTION, INTENT  # noqa: E402
 from kefu_router.predictor import Predictor  # noqa: E402
@@ -76,14 +76,7 @@ def main() -> None:
         print(f"fp32: skipped ({exc})")
 
     args.model = str(int8.bundle.path)
-    base = bench_pipeline(messages, args, preds8)
-    if isinstance(base, str):
-        print(f"transformers pipeline: {base}")
-    else:
-        print(f"transformers pipeline {base['messages_per_s']:9.1f} messages/s  (PyTorch fp32, {base['messages']} messages, "
-              f"{base['torch_threads']} threads; emotion+intent label agreement with int8 {base['agreement']:.2%})")
-        print(f"ratio Predictor int8 / pipeline = {rate8 / base['messages_per_s']:.2f}x")
-
+    report_pipeline(bench_pipeline(messages, args, preds8), {"Predictor int8": rate8})
 
 if __name__ == "__main__":
     main()

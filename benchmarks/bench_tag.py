@@ -121,6 +121,17 @@ def bench_predictor(messages: list, args) -> dict:
     return {"seconds": seconds, "messages_per_s": len(messages) / seconds, "precision": predictor.precision, "predictions": predictions}
 
 
+def report_pipeline(baseline: dict | str, rates: dict[str, float]) -> None:
+    """Print the pipeline's figures (or why it was skipped) and each of `rates` (messages/s) as a ratio to it."""
+    if isinstance(baseline, str):
+        print(f"transformers pipeline: {baseline}")
+        return
+    print(f"transformers pipeline       {baseline['messages_per_s']:9.1f} messages/s  (PyTorch fp32, {baseline['messages']} messages, "
+          f"{baseline['seconds']:.1f}s, {baseline['torch_threads']} threads; emotion+intent labels equal to the ONNX bundle's on "
+          f"{baseline['agreement']:.1%})")
+    print("ratio: " + "; ".join(f"{name} / pipeline = {rate / baseline['messages_per_s']:.2f}x" for name, rate in rates.items()))
+
+
 def bench_pipeline(messages: list, args, onnx_predictions: list[dict]) -> dict | str:
     """A transformers Pipeline on the PyTorch weights, fed the same encoded inputs."""
     if not args.checkpoint:
@@ -252,12 +263,7 @@ def main() -> None:
         bare = bench_predictor(messages, args)
         print(f"Predictor only    {'':16} {bare['messages_per_s']:9.1f} messages/s  (ONNX {bare['precision']}, {bare['seconds']:.1f}s)")
         baseline = bench_pipeline(messages, args, bare.pop("predictions"))
-        if isinstance(baseline, str):
-            print(f"transformers pipeline: {baseline}")
-        else:
-            print(f"transformers pipeline       {baseline['messages_per_s']:9.1f} messages/s  (PyTorch fp32, {baseline['messages']} messages, {baseline['seconds']:.1f}s, "
-                  f"{baseline['torch_threads']} threads; emotion+intent labels equal to the ONNX bundle's on {baseline['agreement']:.1%})")
-            print(f"ratio: kefu-router tag / pipeline = {tag['messages_per_s'] / baseline['messages_per_s']:.2f}x; Predictor / pipeline = {bare['messages_per_s'] / baseline['messages_per_s']:.2f}x")
+        report_pipeline(baseline, {"kefu-router tag": tag["messages_per_s"], "Predictor": bare["messages_per_s"]})
         spark_rows = args.rows if args.spark_rows is None else args.spark_rows
         if spark_rows:
             spark_source = source if spark_rows == args.rows else work / "spark.jsonl"
