@@ -242,7 +242,7 @@ def serve(
     try:
         import uvicorn
 
-        from kefu_router.serve.app import create_app
+        from kefu_router.serve.app import create_app, serving_predictor
         from kefu_router.serve.observability import configure_logging
         from kefu_router.serve.settings import Settings
     except ImportError as exc:
@@ -250,14 +250,13 @@ def serve(
     from pydantic import ValidationError
 
     from kefu_router.playbooks import PlaybookError
-    from kefu_router.predictor import Predictor
     from kefu_router.routing import Router
 
     overrides = {k: v for k, v in {"model": model, "playbooks": playbooks, "batching": batching}.items() if v is not None}
     try:
         settings = Settings(**overrides)
         # Load here, before uvicorn starts, so a bad bundle or playbooks file ends with one clear line.
-        predictor = Predictor(settings.model, precision=settings.precision, threads=settings.threads)
+        predictor = serving_predictor(settings)
         router = Router(settings.playbooks, window=settings.window)
     except ValidationError as exc:
         fail("bad setting: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))

@@ -239,6 +239,20 @@ def test_serve_command_fails_with_a_clear_message_on_a_bad_bundle(bundle_copy, b
     assert result.output.startswith("error: ") and message in result.output and "Traceback" not in result.output
 
 
+def test_serve_command_runs_the_predictor_its_settings_describe(tiny_bundle, monkeypatch):
+    served = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: served.update(app=app, **kwargs))
+    monkeypatch.setenv("KEFU_ROUTER_SPINNING", "false")
+    monkeypatch.setenv("KEFU_ROUTER_THREADS", "1")
+    result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_bundle), "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    predictor = served["app"].state.service.predictor
+    options = predictor.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 1
+    assert predictor.batch_size == 16 and served["port"] == 8123
+
+
 # --- micro-batching -------------------------------------------------------------------------------
 
 def run_jobs(batcher: MicroBatcher, jobs: list[list[str]]) -> list[list]:
