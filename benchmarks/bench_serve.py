@@ -2,32 +2,37 @@
 
     python benchmarks/bench_serve.py --model models/default
 
-1. start `kefu-router serve` on 127.0.0.1 (a free port), batching on, then off;
-2. wait for /readyz;
+1. time the service's Predictor alone (no HTTP) with 1 and with 32 conversations
+   per call: the most batching could gain on this machine;
+2. start `kefu-router serve` on 127.0.0.1 (a free port), batching on, then off,
+   and wait for /readyz;
 3. per concurrency level (1, 8, 32, 64): a few warm-up requests, then a bounded
    number of POST /v1/route requests (customer conversations of 1-3 customer
-   turns) from that many concurrent clients, stopping early at --max-seconds;
+   turns) from that many concurrent keep-alive connections, stopping early at
+   --max-seconds;
 4. print p50/p95/p99 latency and requests/s per level, and the throughput
    ratio (batching on / off) at concurrency 32;
-5. from the server's own Prometheus counters, the share of wall time its
-   inference thread was inside ONNX runs (model%: wall time, so it includes
-   waiting for a core) and the mean messages per ONNX run.
+5. from the server's Prometheus counters, the share of wall time its inference
+   thread was inside ONNX runs (model%: wall time, so it includes waiting for a
+   core) and the mean messages per ONNX run; from /proc, the CPU milliseconds
+   per request of the server and of the clients.
 
-The clients run on the same machine and take CPU from the server, so figures
-are a floor for what a separate load generator would see. They are spread over
---client-processes processes: a single Python client saturates near 160 req/s
-here and would hide the server's behaviour at high concurrency. The issue's target
-(2-core box, bundled model): at concurrency 32 batching gives >= 3x the
-throughput of batching off, with p99 under 100 ms. This script prints; it
-asserts nothing.
+The clients run on the same cores as the server, so they are a minimal HTTP/1.1
+client on raw asyncio streams, spread over --client-processes processes (the
+httpx client this script used before saturated near 160 req/s per process and
+took CPU the server needed: the server's figures rose with this client). The issue's target (2-core box, bundled
+model): at concurrency 32 batching gives >= 3x the throughput of batching off,
+with p99 under 100 ms. This script prints; it asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -35,8 +40,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import urlopen
 
-import httpx
 
 from kefu_router.bundle import resolve_bundle_path
 
@@ -71,9 +77,9 @@ def start_server(model: Path, batching: bool, port: int, extra_env: dict) -> sub
             log.seek(0)
             raise SystemExit(f"server exited: {log.read().decode(errors='replace')[-2000:]}")
         try:
-            if httpx.get(f"http://{HOST}:{port}/readyz", timeout=1).status_code == 200:
+            with urlopen(f"http://{HOST}:{port}/readyz", timeout=1):  # 503 until warmed up raises
                 return proc
-        except httpx.HTTPError:
+        except OSError:
             pass
         time.sleep(0.2)
     proc.kill()
@@ -85,49 +91,101 @@ def inference_totals(base: str) -> tuple[float, float, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     totals = {}
-    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=10).text):
+    for family in text_string_to_metric_families(urlopen(f"{base}/metrics", timeout=10).read().decode()):
         for sample in family.samples:
             totals[sample.name] = sample.value
     return (totals.get("kefu_inference_seconds_sum", 0.0), totals.get("kefu_inference_seconds_count", 0.0),
             totals.get("kefu_batch_size_sum", 0.0))
 
 
-async def _client(url: str, concurrency: int, requests: int, start_at: float, max_seconds: float) -> tuple[list[float], int, float]:
+class _Connection:
+    """A minimal HTTP/1.1 keep-alive client: pre-encoded requests, status and Content-Length parsed,
+    nothing else. The load runs on the server's own cores, so every CPU millisecond the client spends
+    is taken from the server under test: the table prints the client's CPU per request. Any answer it
+    cannot read counts as an error."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> "_Connection":
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        match = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+        if match is None:
+            raise ConnectionError("answer without Content-Length")
+        return status, await self.reader.readexactly(int(match.group(1)))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def encode_request(host: str, port: int, path: str, body: dict) -> bytes:
+    payload = json.dumps(body, ensure_ascii=False).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+
+
+async def _client(url: str, concurrency: int, requests: int, start_at: float, max_seconds: float) -> tuple[list[float], int, float, float]:
     """One client process: `concurrency` connections; starts sending at wall-clock `start_at`."""
+    parts = urlsplit(url)
+    bodies = [encode_request(parts.hostname, parts.port, parts.path, {"turns": turns}) for turns in CONVERSATIONS]
     latencies: list[float] = []
     errors = sent = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        for i in range(min(concurrency, 8)):  # warm-up: open connections, not measured
-            await client.post(url, json={"turns": CONVERSATIONS[i % len(CONVERSATIONS)]})
-        await asyncio.sleep(max(start_at - time.time(), 0))
-        stop_at = time.time() + max_seconds
+    connections = [await _Connection.open(parts.hostname, parts.port) for _ in range(concurrency)]
+    for i, conn in enumerate(connections[:8]):  # warm-up, not measured; check the answers are routes
+        status, answer = await conn.send(bodies[i % len(bodies)])
+        if status != 200 or "playbook" not in json.loads(answer):
+            raise SystemExit(f"warm-up request failed: {status} {answer[:300]!r}")
+    await asyncio.sleep(max(start_at - time.time(), 0))
+    stop_at = time.time() + max_seconds
+    cpu = time.process_time()
 
-        async def worker() -> None:
-            nonlocal sent, errors
-            while sent < requests and time.time() < stop_at:
-                body = {"turns": CONVERSATIONS[sent % len(CONVERSATIONS)]}
-                sent += 1
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(url, json=body)
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+    async def worker(conn: _Connection) -> None:
+        nonlocal sent, errors
+        while sent < requests and time.time() < stop_at:
+            request = bodies[sent % len(bodies)]
+            sent += 1
+            t0 = time.perf_counter()
+            try:
+                status, _ = await conn.send(request)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                errors += 1
                 latencies.append(time.perf_counter() - t0)
-                errors += not ok
+                return  # the connection is unusable after a broken answer
+            latencies.append(time.perf_counter() - t0)
+            errors += status != 200
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, errors, time.time()
+    await asyncio.gather(*(worker(conn) for conn in connections))
+    cpu = time.process_time() - cpu
+    for conn in connections:
+        conn.close()
+    return latencies, errors, time.time(), cpu
 
 
-def _client_process(job: tuple) -> tuple[list[float], int, float]:
-    return asyncio.run(_client(*job))
+def _client_process(job: tuple) -> tuple[list[float], int, float, float]:
+    try:
+        import uvloop  # installed with the serve extra; the clients use less CPU with it
+        return uvloop.run(_client(*job))
+    except ImportError:
+        return asyncio.run(_client(*job))
 
 
-def load(url: str, concurrency: int, requests: int, max_seconds: float, processes: int) -> dict:
-    """`concurrency` connections spread over client processes (one Python client tops out near 150-200
-    requests/s on a small CPU, below what the server can answer), all starting at the same moment."""
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; NaN where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def load(url: str, concurrency: int, requests: int, max_seconds: float, processes: int, server_pid: int) -> dict:
+    """`concurrency` connections spread over client processes, all starting at the same moment."""
     processes = max(1, min(processes, concurrency))
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     start_at = time.time() + 2 + 0.5 * processes  # after every process has started and warmed up
@@ -136,8 +194,9 @@ def load(url: str, concurrency: int, requests: int, max_seconds: float, processe
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         pending = pool.map_async(_client_process, jobs)
         time.sleep(max(start_at - time.time(), 0))
-        before = inference_totals(base)
+        before, server_cpu = inference_totals(base), process_cpu(server_pid)
         results = pending.get()
+        server_cpu = process_cpu(server_pid) - server_cpu
     after = inference_totals(base)
     elapsed = max(r[2] for r in results) - start_at
     latencies = [x for r in results for x in r[0]]
@@ -145,7 +204,28 @@ def load(url: str, concurrency: int, requests: int, max_seconds: float, processe
     q = statistics.quantiles(latencies, n=100, method="inclusive")
     return {"n": len(latencies), "errors": sum(r[1] for r in results), "rps": len(latencies) / elapsed,
             "p50": q[49] * 1000, "p95": q[94] * 1000, "p99": q[98] * 1000,
-            "model_share": seconds / elapsed, "per_run": messages / max(runs, 1)}
+            "model_share": seconds / elapsed, "per_run": messages / max(runs, 1),
+            "server_cpu_ms": server_cpu / len(latencies) * 1000, "client_cpu_ms": sum(r[3] for r in results) / len(latencies) * 1000}
+
+
+def model_ceiling(model: Path, env: dict, seconds: float = 3.0) -> dict[int, float]:
+    """Requests/s of the service's Predictor alone (no HTTP, no router), with 1 and 32 of the benchmark's
+    conversations per call: the most any batching can gain on this machine, since HTTP only adds cost."""
+    from kefu_router.conversation import Conversation
+    from kefu_router.serve.app import serving_predictor
+    from kefu_router.serve.settings import Settings
+
+    predictor = serving_predictor(Settings(**{k.removeprefix("KEFU_ROUTER_").lower(): v for k, v in env.items()}, model=model))
+    requests = [list(Conversation.of([(t["role"], t["text"]) for t in turns]).messages) for turns in CONVERSATIONS]
+    rates = {}
+    for per_call in (1, 32):
+        predictor.predict([m for r in requests for m in r])  # warm-up
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            predictor.predict([m for k in range(per_call) for m in requests[(done + k) % len(requests)]])
+            done += per_call
+        rates[per_call] = done / (time.perf_counter() - started)
+    return rates
 
 
 def main() -> None:
@@ -167,17 +247,22 @@ def main() -> None:
     print(f"server environment {env or 'defaults'}")
     print(f"model {model}  cpus {os.cpu_count()}  requests/level <= {args.requests}  seconds/level <= {args.max_seconds}  "
           f"client processes <= {args.client_processes}")
-    print(f"{'batching':>8} {'conc':>5} {'n':>6} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'model%':>7} {'msg/run':>8}")
+    ceiling = model_ceiling(model, env)
+    print(f"model alone, no HTTP: {ceiling[1]:.0f} req/s one conversation per ONNX call, {ceiling[32]:.0f} req/s "
+          f"with 32 per call: batching can gain at most {ceiling[32] / ceiling[1]:.2f}x here", flush=True)
+    print(f"{'batching':>8} {'conc':>5} {'n':>6} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'model%':>7} {'msg/run':>8} {'srv CPU':>8} {'cli CPU':>8}")
+    print(f"{'':>67}{'ms/req':>8} {'ms/req':>8}")
     results: dict[tuple[bool, int], dict] = {}
     for batching in (True, False):
         port = free_port()
         server = start_server(model, batching, port, env)
         try:
             for c in args.concurrency:
-                r = load(f"http://{HOST}:{port}/v1/route", c, args.requests, args.max_seconds, args.client_processes)
+                r = load(f"http://{HOST}:{port}/v1/route", c, args.requests, args.max_seconds, args.client_processes, server.pid)
                 results[(batching, c)] = r
                 print(f"{'on' if batching else 'off':>8} {c:>5} {r['n']:>6} {r['errors']:>4} {r['rps']:>8.1f} "
-                      f"{r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f} {r['model_share']:>7.0%} {r['per_run']:>8.1f}", flush=True)
+                      f"{r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f} {r['model_share']:>7.0%} {r['per_run']:>8.1f} "
+                      f"{r['server_cpu_ms']:>8.2f} {r['client_cpu_ms']:>8.2f}", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=30)
