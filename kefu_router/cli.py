@@ -237,6 +237,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 inside a container)"),
     port: int = typer.Option(8000),
     batching: Optional[bool] = typer.Option(None, help="micro-batch concurrent requests (default: on, or $KEFU_ROUTER_BATCHING)"),
+    workers: int = typer.Option(1, min=1, envvar="KEFU_ROUTER_WORKERS",
+                                help="server processes, each with its own model copy and batcher; /metrics adds them up"),
 ):
     """Start the routing HTTP service (other settings: KEFU_ROUTER_* environment variables, see docs/serving.md)."""
     try:
@@ -263,8 +265,14 @@ def serve(
     except (_user_errors() + (PlaybookError,)) as exc:
         fail(str(exc))
     configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings, predictor=predictor, router=router), host=host, port=port,
-                log_config=None, access_log=False)
+    if workers == 1:
+        uvicorn.run(create_app(settings, predictor=predictor, router=router), host=host, port=port,
+                    log_config=None, access_log=False)
+        return
+    from kefu_router.serve.workers import run_workers
+
+    del predictor, router  # checked; every worker loads its own
+    run_workers(settings, overrides, workers, host=host, port=port)
 
 
 @app.command()

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import uuid
 from typing import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -51,6 +52,14 @@ class Metrics:
         for head in (EMOTION, INTENT, CUSTOMER_TYPE):  # expose zeros so dashboards see every label
             for label in head.labels:
                 self.labels.labels(head.name, label)
+
+    def exposition(self) -> bytes:
+        """The text /metrics serves: this process's metrics, or every worker's when several run."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set by `serve --workers N` before workers start
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 from fastapi import APIRouter, Depends, HTTPException, Request, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from kefu_router.conversation import Conversation, cut_message
 from kefu_router.labels import schema_dict
@@ -84,7 +84,7 @@ async def readyz(svc=Depends(service)):
 
 @health.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 async def metrics(svc=Depends(service)):
-    return PlainTextResponse(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return PlainTextResponse(svc.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @v1.get("/model", summary="model version, labels and headline metrics")

@@ -5,6 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from urllib.request import Request, urlopen
 
 import pytest
 
@@ -251,6 +257,39 @@ def test_serve_command_runs_the_predictor_its_settings_describe(tiny_bundle, mon
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.intra_op_num_threads == 1
     assert predictor.batch_size == 16 and served["port"] == 8123
+
+
+def test_several_workers_serve_one_port_and_metrics_add_up_all_of_them(tiny_bundle, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "KEFU_ROUTER_LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen([sys.executable, "-m", "kefu_router", "serve", "--model", str(tiny_bundle),
+                               "--port", str(port), "--workers", "2"], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()
+            try:
+                urlopen(f"{base}/readyz", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "workers not ready within 90 s"
+                time.sleep(0.3)
+        assert list(tmp_path.glob("kefu-router-metrics-*"))  # Prometheus multiprocess files
+        body = json.dumps({"turns": ANGRY}).encode()
+        for _ in range(20):  # a new connection each: the kernel spreads them over the workers
+            request = Request(f"{base}/v1/route", data=body, headers={"Content-Type": "application/json"})
+            assert json.load(urlopen(request, timeout=30))["playbook"]["id"]
+        metrics = urlopen(f"{base}/metrics", timeout=10).read().decode()
+        routed = [line for line in metrics.splitlines()
+                  if line.startswith("kefu_requests_total{") and '"/v1/route"' in line and '"200"' in line]
+        assert len(routed) == 1 and float(routed[0].split()[-1]) == 20.0, routed
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert not list(tmp_path.glob("kefu-router-metrics-*"))
 
 
 # --- micro-batching -------------------------------------------------------------------------------
