@@ -4,7 +4,8 @@
     model.int8.onnx    dynamically quantised copy (the default at runtime)
     tokenizer.json     `tokenizers` file
     schema.json        label ids in logit order (kefu_router.labels.schema_dict)
-    thresholds.json    per-trait decision thresholds for customer_type
+    thresholds.json    per-trait decision thresholds for customer_type and, when fitted, the
+                       softmax temperatures of emotion and intent (1 when absent)
     metadata.json      format, version, base model, data fingerprint, input limits, metrics, parity
 """
 
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from kefu_router.labels import CUSTOMER_TYPE, schema_dict, schema_digest
+from kefu_router.labels import CUSTOMER_TYPE, HEADS, schema_dict, schema_digest
 
 BUNDLE_FORMAT = 1
 FILES = ("tokenizer.json", "schema.json", "thresholds.json", "metadata.json")
@@ -35,6 +37,7 @@ class Bundle:
     metadata: dict
     schema: dict
     thresholds: dict[str, float]
+    temperatures: dict[str, float] = field(default_factory=dict)  # softmax head -> T; logits / T
 
     @property
     def version(self) -> str:
@@ -100,13 +103,21 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
     for key in ("max_length", "max_context_turns"):
         if not isinstance(metadata.get(key), int):
             raise BundleError(f"bundle {root}: metadata.json lacks integer {key!r}")
-    return Bundle(root, metadata, schema, {t: float(v) for t, v in traits.items()})
+    temperatures = thresholds.get("temperature", {})
+    softmax_heads = {h.name for h in HEADS if not h.multi_label}
+    if not isinstance(temperatures, dict) or not set(temperatures) <= softmax_heads or not all(
+        isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in temperatures.values()
+    ):
+        raise BundleError(f"bundle {root}: thresholds.json 'temperature' must map {sorted(softmax_heads)} to positive numbers")
+    return Bundle(root, metadata, schema, {t: float(v) for t, v in traits.items()},
+                  {h: float(t) for h, t in temperatures.items()})
 
 
-def write_bundle_files(root: Path, metadata: dict, thresholds: dict[str, float]) -> None:
-    """Write schema, thresholds and metadata (ONNX and tokenizer files are written by export)."""
+def write_bundle_files(root: Path, metadata: dict, thresholds: dict[str, float],
+                       temperatures: dict[str, float] | None = None) -> None:
+    """Write schema, thresholds (and temperatures) and metadata (export writes the ONNX and tokenizer files)."""
     root.mkdir(parents=True, exist_ok=True)
     dump = lambda name, obj: (root / name).write_text(json.dumps(obj, ensure_ascii=False, indent=2), encoding="utf-8")
     dump("schema.json", schema_dict())
-    dump("thresholds.json", {"customer_type": thresholds})
+    dump("thresholds.json", {"customer_type": thresholds, **({"temperature": temperatures} if temperatures else {})})
     dump("metadata.json", {"format": BUNDLE_FORMAT, "schema_digest": schema_digest(), **metadata})

@@ -60,6 +60,7 @@ class Predictor:
         self.pad_id = self.tokenizer.token_to_id("[PAD]")
         self._input_names = {i.name for i in self.session.get_inputs()}
         self._thresholds = np.array([self.bundle.thresholds[t] for t in CUSTOMER_TYPE.labels], dtype=np.float32)
+        self._temperatures = self.bundle.temperatures
 
     @property
     def version(self) -> str:
@@ -79,7 +80,10 @@ class Predictor:
             feeds = {k: v for k, v in feeds.items() if k in self._input_names}
             logits = self.session.run([h.name for h in HEADS], feeds)
             for head, head_logits in zip(HEADS, logits):
-                out[head.name][idx] = sigmoid(head_logits) if head.multi_label else softmax(head_logits)
+                if head.multi_label:
+                    out[head.name][idx] = sigmoid(head_logits)
+                else:  # temperature scaling fitted on dev (training/calibration.py): scores match accuracy
+                    out[head.name][idx] = softmax(head_logits / self._temperatures.get(head.name, 1.0))
         return out
 
     def predict(self, messages: Sequence[MessageLike]) -> list[dict]:

@@ -64,10 +64,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test", with_baseline: bool =
     examples = splits[split]
     if not examples:
         raise ValueError(f"the {split} split of {config.data} is empty")
-    thresholds = json.loads((run_dir / "thresholds.json").read_text())[CUSTOMER_TYPE.name]
+    fitted = json.loads((run_dir / "thresholds.json").read_text())
+    thresholds = fitted[CUSTOMER_TYPE.name]
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(run_dir / "checkpoint").backend_tokenizer)
     with torch.inference_mode():
-        probs = predict_probabilities(load_model(str(run_dir / "checkpoint")), tokenizer, examples, config)
+        probs = predict_probabilities(load_model(str(run_dir / "checkpoint")), tokenizer, examples, config,
+                                      temperatures=fitted.get("temperature"))
     result = _score(examples, probs, thresholds, run_dir, split)
     if with_baseline:
         result["baseline"] = baseline_metrics(splits, split, config.seed)

@@ -108,7 +108,8 @@ def export(
     quantize(out / ONNX_FILES["fp32"], out / ONNX_FILES["int8"])
     tokenizer.save(str(out / "tokenizer.json"))
 
-    thresholds = json.loads((run_dir / "thresholds.json").read_text(encoding="utf-8"))[CUSTOMER_TYPE.name]
+    fitted = json.loads((run_dir / "thresholds.json").read_text(encoding="utf-8"))
+    thresholds = fitted[CUSTOMER_TYPE.name]
     # Parity on held-out messages: the test split, then dev, of the run's own data.
     splits, _ = load_splits(config)
     held_out = (splits["test"] + splits["dev"])[:parity_examples]
@@ -136,7 +137,7 @@ def export(
         "baseline_metrics": metrics.get("baseline_headline", {}),
         "parity": {"examples": len(messages), "min_agreement": min_agreement, **checks},
     }
-    write_bundle_files(out, metadata, thresholds)
+    write_bundle_files(out, metadata, thresholds, fitted.get("temperature"))
     if not keep_fp32:  # ship only the int8 graph (the runtime default) to keep the bundle small
         (out / ONNX_FILES["fp32"]).unlink()
     return metadata

@@ -2,7 +2,8 @@
 
 1. load and split the data   2. encode with context   3. weighted multi-task loss
 4. train with early stopping on dev macro-F1   5. tune trait thresholds on dev
-6. save an HF checkpoint with tokenizer, schema, thresholds and the resolved config
+6. fit softmax temperatures on dev (calibration.py)
+7. save an HF checkpoint with tokenizer, schema, thresholds, temperatures and the resolved config
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 from kefu_router.labels import CUSTOMER_TYPE, HEADS, schema_dict
 from kefu_router.text import encode, pad, prepare_tokenizer
+from kefu_router.training.calibration import fit_temperatures
 from kefu_router.training.config import TrainConfig, save_config
 from kefu_router.training.data import MISSING, Example, fingerprint, label_arrays, load_examples, split_examples, to_messages
 from kefu_router.training.metrics import all_metrics, headline, selection_score, tune_thresholds
@@ -72,8 +74,8 @@ def batches(n: int, batch_size: int, shuffle: bool, rng: np.random.Generator):
 
 
 @torch.no_grad()
-def predict_probabilities(model: BertForKefu, tokenizer, examples: list[Example], config: TrainConfig, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Probabilities per head from the PyTorch model (dev scoring, evaluation, export parity)."""
+def predict_logits(model: BertForKefu, tokenizer, examples: list[Example], config: TrainConfig, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Raw logits per head from the PyTorch model, in example order."""
     model.eval()
     encoded = encode(tokenizer, to_messages(examples), config.max_length, config.max_context_turns)
     pad_id = tokenizer.token_to_id("[PAD]")
@@ -82,9 +84,19 @@ def predict_probabilities(model: BertForKefu, tokenizer, examples: list[Example]
         feeds = {k: torch.from_numpy(v) for k, v in pad(encoded[start : start + batch_size], pad_id).items()}
         logits = model(**feeds)
         for h in HEADS:
-            act = torch.sigmoid if h.multi_label else lambda x: torch.softmax(x, dim=-1)
-            out[h.name].append(act(logits[h.name]).numpy())
-    return {k: np.concatenate(v) if v else np.zeros((0, h.size)) for (k, v), h in zip(out.items(), HEADS)}
+            out[h.name].append(logits[h.name].detach().numpy())
+    return {h.name: np.concatenate(out[h.name]) if out[h.name] else np.zeros((0, h.size), dtype=np.float32) for h in HEADS}
+
+
+def predict_probabilities(model: BertForKefu, tokenizer, examples: list[Example], config: TrainConfig, batch_size: int = 64,
+                          temperatures: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """Probabilities per head from the PyTorch model (dev scoring, evaluation, export parity), softmax
+    heads divided by their fitted temperatures when given, as `Predictor` does."""
+    from scipy.special import expit, softmax
+
+    logits = predict_logits(model, tokenizer, examples, config, batch_size)
+    return {h.name: expit(logits[h.name]) if h.multi_label else softmax(logits[h.name] / (temperatures or {}).get(h.name, 1.0), axis=1)
+            for h in HEADS}
 
 
 MAX_UNKNOWN_SHARE = 0.2
@@ -222,7 +234,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     hf_tokenizer.save_pretrained(checkpoint)
     save_config(config, out_dir / "config.yaml")
     write_json(out_dir / "schema.json", schema_dict())
-    write_json(out_dir / "thresholds.json", {CUSTOMER_TYPE.name: thresholds})
+    temperatures = fit_temperatures(predict_logits(model, tokenizer, splits["dev"], config), dev_targets)
+    write_json(out_dir / "thresholds.json", {CUSTOMER_TYPE.name: thresholds, "temperature": temperatures})
     all_examples = [ex for s in splits.values() for ex in s]
     write_json(
         out_dir / "train_log.json",

@@ -1,0 +1,88 @@
+"""Temperature scaling of the softmax heads, fitted on the dev split.
+
+Class-weighted training leaves emotion and intent scores overconfident, and the
+router reads those scores (`confidence_below` sends unsure conversations to
+human review). One temperature T per head, chosen to minimise the negative
+log-likelihood of softmax(logits / T) on dev, makes a score of 0.6 mean about
+60% right without changing any predicted label (Guo et al., 2017). Customer-type
+traits are sigmoid outputs with their own dev-tuned thresholds and are left alone.
+
+    python -m kefu_router.training.calibration runs/default   # refit an existing run
+
+`train` fits the temperatures itself; they travel in thresholds.json into the
+bundle, where `Predictor` applies them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+
+from kefu_router.labels import HEADS
+from kefu_router.training.data import MISSING
+
+SOFTMAX_HEADS = [h for h in HEADS if not h.multi_label]
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the true classes under softmax(logits / temperature)."""
+    return float(-log_softmax(logits / temperature, axis=1)[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T in [0.05, 20] that minimises dev NLL (searched in log space); 1.0 without labelled rows."""
+    known = labels != MISSING
+    logits, labels = logits[known], labels[known]
+    if not len(labels):
+        return 1.0
+    result = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(20)),
+                             method="bounded")
+    return round(float(np.exp(result.x)), 4)
+
+
+def fit_temperatures(logits: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> dict[str, float]:
+    return {h.name: fit_temperature(logits[h.name], targets[h.name]) for h in SOFTMAX_HEADS}
+
+
+def calibrate_run(run_dir: str | Path) -> dict[str, float]:
+    """Fit the temperatures of a `train` run's checkpoint on its dev split; written into its thresholds.json."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from kefu_router.text import prepare_tokenizer
+    from kefu_router.training.config import load_config
+    from kefu_router.training.data import label_arrays
+    from kefu_router.training.model import load_model
+    from kefu_router.training.train import load_splits, predict_logits
+
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.yaml")
+    dev = load_splits(config)[0]["dev"]
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(run_dir / "checkpoint").backend_tokenizer)
+    with torch.inference_mode():
+        logits = predict_logits(load_model(str(run_dir / "checkpoint")), tokenizer, dev, config)
+    targets = label_arrays(dev)
+    temperatures = fit_temperatures(logits, targets)
+    for head, t in temperatures.items():
+        known = targets[head] != MISSING
+        print(f"{head}: T = {t:.3f}, dev NLL {nll(logits[head][known], targets[head][known]):.4f} -> "
+              f"{nll(logits[head][known], targets[head][known], t):.4f} (n={int(known.sum())})")
+    path = run_dir / "thresholds.json"
+    thresholds = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**thresholds, "temperature": temperatures}, ensure_ascii=False, indent=2), encoding="utf-8")
+    return temperatures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Fit softmax temperatures of a train run on its dev split.")
+    parser.add_argument("run_dir", type=Path)
+    calibrate_run(parser.parse_args().run_dir)
+
+
+if __name__ == "__main__":
+    main()
