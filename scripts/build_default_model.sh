@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Rebuild the bundled default model end to end, as shipped in models/ and described in its model card.
-#   bash scripts/build_default_model.sh            # SHARED=../shared/data STEPS=3000 VERSION=kefu-mini-v1.0
+#   bash scripts/build_default_model.sh            # SHARED=../shared/data STEPS=3000 VERSION=kefu-mini-v1.1
 # Pretraining dominates: about an hour on 2 CPU cores for 3,000 steps (a GPU is used when present);
 # it resumes where it stopped if interrupted. Each fine-tune takes about 5 minutes.
 set -euo pipefail
 SHARED=${SHARED:-../shared/data}
 STEPS=${STEPS:-3000}
-VERSION=${VERSION:-kefu-mini-v1.0}
+VERSION=${VERSION:-kefu-mini-v1.1}
 ENCODER=models/kefu-mini-encoder
 
 # 1. vocabulary + random 3-layer x 192 encoder, then masked-LM pretraining, shipped in fp16
