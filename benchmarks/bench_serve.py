@@ -211,7 +211,7 @@ def load(url: str, concurrency: int, requests: int, max_seconds: float, processe
             "server_cpu_ms": server_cpu / len(latencies) * 1000, "client_cpu_ms": sum(r[3] for r in results) / len(latencies) * 1000}
 
 
-def model_alone(model: Path, env: dict, seconds: float = 5.0) -> dict[int, float]:
+def model_alone(model: Path, settings: dict, seconds: float = 5.0) -> dict[int, float]:
     """Requests/s of the service's Predictor alone (no HTTP, no router), with 1 and 32 of the benchmark's
     conversations per call. Batching saves model time only; HTTP costs the same per request either way,
     so the service's ratio lands near this one, not far above it."""
@@ -219,7 +219,7 @@ def model_alone(model: Path, env: dict, seconds: float = 5.0) -> dict[int, float
     from kefu_router.serve.app import serving_predictor
     from kefu_router.serve.settings import Settings
 
-    predictor = serving_predictor(Settings(**{k.removeprefix("KEFU_ROUTER_").lower(): v for k, v in env.items()}, model=model))
+    predictor = serving_predictor(Settings(model=model, **settings))
     requests = [list(Conversation.of([(t["role"], t["text"]) for t in turns]).messages) for turns in CONVERSATIONS]
     rates = {}
     for per_call in (1, 32):
@@ -246,13 +246,13 @@ def main() -> None:
     parser.add_argument("--client-processes", type=int, default=4, help="load-generating processes (connections spread over them)")
     args = parser.parse_args()
     model = resolve_bundle_path(args.model)
-    env = {k: str(v) for k, v in {"KEFU_ROUTER_MAX_WAIT_MS": args.max_wait_ms,
-                                  "KEFU_ROUTER_MAX_BATCH_SIZE": args.max_batch_size, "KEFU_ROUTER_SPINNING": args.spinning,
-                                  "KEFU_ROUTER_THREADS": args.threads}.items() if v is not None}
+    settings = {k: v for k, v in {"max_wait_ms": args.max_wait_ms, "max_batch_size": args.max_batch_size,
+                                  "spinning": args.spinning, "threads": args.threads}.items() if v is not None}
+    env = {f"KEFU_ROUTER_{name.upper()}": str(value) for name, value in settings.items()}
     print(f"server environment {env or 'defaults'}")
     print(f"model {model}  cpus {os.cpu_count()}  requests/level <= {args.requests}  seconds/level <= {args.max_seconds}  "
           f"client processes <= {args.client_processes}  server workers {args.workers}")
-    alone = model_alone(model, env)
+    alone = model_alone(model, settings)
     print(f"model alone, no HTTP: {alone[1]:.0f} req/s with one conversation per call, {alone[32]:.0f} req/s "
           f"with 32 per call: {alone[32] / alone[1]:.2f}x from batching", flush=True)
     print(f"{'batching':>8} {'conc':>5} {'n':>6} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'model%':>7} {'msg/run':>8} {'srv CPU':>8} {'cli CPU':>8}")

@@ -14,7 +14,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from kefu_router.bundle import Bundle, BundleError, load_bundle
-from kefu_router.labels import CUSTOMER_TYPE, EMOTION, HEADS, INTENT
+from kefu_router.labels import CUSTOMER_TYPE, EMOTION, HEADS, INTENT, Head
 from kefu_router.text import Message, encode, pad, prepare_tokenizer
 
 MessageLike = Union[str, Message]
@@ -28,6 +28,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
+
+
+def head_probabilities(head: Head, logits: np.ndarray, temperatures: dict[str, float] | None = None) -> np.ndarray:
+    """A head's logits (n, labels) as probabilities: sigmoid per trait, or softmax of logits / T with the
+    head's fitted temperature (training/calibration.py; 1 when none), so scores match accuracy."""
+    if head.multi_label:
+        return sigmoid(logits)
+    return softmax(logits / (temperatures or {}).get(head.name, 1.0))
 
 
 class Predictor:
@@ -60,7 +68,6 @@ class Predictor:
         self.pad_id = self.tokenizer.token_to_id("[PAD]")
         self._input_names = {i.name for i in self.session.get_inputs()}
         self._thresholds = np.array([self.bundle.thresholds[t] for t in CUSTOMER_TYPE.labels], dtype=np.float32)
-        self._temperatures = self.bundle.temperatures
 
     @property
     def version(self) -> str:
@@ -80,10 +87,7 @@ class Predictor:
             feeds = {k: v for k, v in feeds.items() if k in self._input_names}
             logits = self.session.run([h.name for h in HEADS], feeds)
             for head, head_logits in zip(HEADS, logits):
-                if head.multi_label:
-                    out[head.name][idx] = sigmoid(head_logits)
-                else:  # temperature scaling fitted on dev (training/calibration.py): scores match accuracy
-                    out[head.name][idx] = softmax(head_logits / self._temperatures.get(head.name, 1.0))
+                out[head.name][idx] = head_probabilities(head, head_logits, self.bundle.temperatures)
         return out
 
     def predict(self, messages: Sequence[MessageLike]) -> list[dict]:

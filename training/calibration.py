@@ -52,29 +52,23 @@ def fit_temperatures(logits: dict[str, np.ndarray], targets: dict[str, np.ndarra
 def calibrate_run(run_dir: str | Path) -> dict[str, float]:
     """Fit the temperatures of a `train` run's checkpoint on its dev split; written into its thresholds.json."""
     import torch
-    from transformers import AutoTokenizer
 
-    from kefu_router.text import prepare_tokenizer
-    from kefu_router.training.config import load_config
     from kefu_router.training.data import label_arrays
-    from kefu_router.training.model import load_model
-    from kefu_router.training.train import load_splits, predict_logits
+    from kefu_router.training.train import load_run, predict_logits
 
     run_dir = Path(run_dir)
-    config = load_config(run_dir / "config.yaml")
-    dev = load_splits(config)[0]["dev"]
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(run_dir / "checkpoint").backend_tokenizer)
+    run = load_run(run_dir)
+    dev = run.splits["dev"]
     with torch.inference_mode():
-        logits = predict_logits(load_model(str(run_dir / "checkpoint")), tokenizer, dev, config)
+        logits = predict_logits(run.model, run.tokenizer, dev, run.config)
     targets = label_arrays(dev)
     temperatures = fit_temperatures(logits, targets)
     for head, t in temperatures.items():
         known = targets[head] != MISSING
         print(f"{head}: T = {t:.3f}, dev NLL {nll(logits[head][known], targets[head][known]):.4f} -> "
               f"{nll(logits[head][known], targets[head][known], t):.4f} (n={int(known.sum())})")
-    path = run_dir / "thresholds.json"
-    thresholds = json.loads(path.read_text(encoding="utf-8"))
-    path.write_text(json.dumps({**thresholds, "temperature": temperatures}, ensure_ascii=False, indent=2), encoding="utf-8")
+    (run_dir / "thresholds.json").write_text(json.dumps({**run.fitted, "temperature": temperatures}, ensure_ascii=False, indent=2),
+                                             encoding="utf-8")
     return temperatures
 
 

@@ -15,7 +15,6 @@ import numpy as np
 
 from kefu_router.labels import CUSTOMER_TYPE, EMOTION, INTENT
 from kefu_router.training.baseline import baseline_metrics
-from kefu_router.training.config import TrainConfig, load_config
 from kefu_router.training.data import Example, label_arrays, load_examples, to_messages
 from kefu_router.training.metrics import all_metrics, headline
 
@@ -52,27 +51,19 @@ def _report(name: str, metrics: dict) -> str:
 def evaluate_run(run_dir: str | Path, split: str = "test", with_baseline: bool = True) -> dict:
     """Evaluate the checkpoint of a `train` run on its own split (same data, seed and fractions)."""
     import torch
-    from transformers import AutoTokenizer
 
-    from kefu_router.text import prepare_tokenizer
-    from kefu_router.training.model import load_model
-    from kefu_router.training.train import load_splits, predict_probabilities
+    from kefu_router.training.train import load_run, predict_probabilities
 
     run_dir = Path(run_dir)
-    config = load_config(run_dir / "config.yaml")
-    splits, _ = load_splits(config)
-    examples = splits[split]
+    run = load_run(run_dir)
+    examples = run.splits[split]
     if not examples:
-        raise ValueError(f"the {split} split of {config.data} is empty")
-    fitted = json.loads((run_dir / "thresholds.json").read_text())
-    thresholds = fitted[CUSTOMER_TYPE.name]
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(run_dir / "checkpoint").backend_tokenizer)
+        raise ValueError(f"the {split} split of {run.config.data} is empty")
     with torch.inference_mode():
-        probs = predict_probabilities(load_model(str(run_dir / "checkpoint")), tokenizer, examples, config,
-                                      temperatures=fitted.get("temperature"))
-    result = _score(examples, probs, thresholds, run_dir, split)
+        probs = predict_probabilities(run.model, run.tokenizer, examples, run.config, temperatures=run.fitted.get("temperature"))
+    result = _score(examples, probs, run.fitted[CUSTOMER_TYPE.name], run_dir, split)
     if with_baseline:
-        result["baseline"] = baseline_metrics(splits, split, config.seed)
+        result["baseline"] = baseline_metrics(run.splits, split, run.config.seed)
         result["baseline_headline"] = headline(result["baseline"])
         print(_report("baseline", result["baseline"]))
     (run_dir / "metrics.json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")

@@ -19,8 +19,7 @@ import torch
 
 from kefu_router.bundle import ONNX_FILES, write_bundle_files
 from kefu_router.labels import CUSTOMER_TYPE, HEADS
-from kefu_router.text import encode, pad, prepare_tokenizer
-from kefu_router.training.config import load_config
+from kefu_router.text import encode, pad
 from kefu_router.training.data import to_messages
 
 log = logging.getLogger(__name__)
@@ -91,16 +90,11 @@ def export(
     run_dir: str | Path, output_dir: str | Path, min_agreement: float = 0.98, parity_examples: int = 500,
     version: str | None = None, keep_fp32: bool = True,
 ) -> dict:
-    from transformers import AutoTokenizer
-
-    from kefu_router.training.model import load_model
-    from kefu_router.training.train import load_splits
+    from kefu_router.training.train import load_run
 
     run_dir, out = Path(run_dir), Path(output_dir)
-    config = load_config(run_dir / "config.yaml")
-    model = load_model(str(run_dir / "checkpoint")).eval()
-    hf_tokenizer = AutoTokenizer.from_pretrained(run_dir / "checkpoint")
-    tokenizer = prepare_tokenizer(hf_tokenizer.backend_tokenizer)
+    run = load_run(run_dir)
+    config, model, tokenizer = run.config, run.model, run.tokenizer
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -108,11 +102,9 @@ def export(
     quantize(out / ONNX_FILES["fp32"], out / ONNX_FILES["int8"])
     tokenizer.save(str(out / "tokenizer.json"))
 
-    fitted = json.loads((run_dir / "thresholds.json").read_text(encoding="utf-8"))
-    thresholds = fitted[CUSTOMER_TYPE.name]
+    thresholds = run.fitted[CUSTOMER_TYPE.name]
     # Parity on held-out messages: the test split, then dev, of the run's own data.
-    splits, _ = load_splits(config)
-    held_out = (splits["test"] + splits["dev"])[:parity_examples]
+    held_out = (run.splits["test"] + run.splits["dev"])[:parity_examples]
     messages = to_messages(held_out)
     checks = {p: parity(model, tokenizer, out / f, messages, config.max_length, config.max_context_turns, thresholds) for p, f in ONNX_FILES.items()}
     for precision, report in checks.items():
@@ -137,7 +129,7 @@ def export(
         "baseline_metrics": metrics.get("baseline_headline", {}),
         "parity": {"examples": len(messages), "min_agreement": min_agreement, **checks},
     }
-    write_bundle_files(out, metadata, thresholds, fitted.get("temperature"))
+    write_bundle_files(out, metadata, thresholds, run.fitted.get("temperature"))
     if not keep_fp32:  # ship only the int8 graph (the runtime default) to keep the bundle small
         (out / ONNX_FILES["fp32"]).unlink()
     return metadata

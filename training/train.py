@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 from kefu_router.labels import CUSTOMER_TYPE, HEADS, schema_dict
+from kefu_router.predictor import head_probabilities
 from kefu_router.text import encode, pad, prepare_tokenizer
 from kefu_router.training.calibration import fit_temperatures
-from kefu_router.training.config import TrainConfig, save_config
+from kefu_router.training.config import TrainConfig, load_config, save_config
 from kefu_router.training.data import MISSING, Example, fingerprint, label_arrays, load_examples, split_examples, to_messages
 from kefu_router.training.metrics import all_metrics, headline, selection_score, tune_thresholds
 from kefu_router.training.model import BertForKefu, load_model
@@ -67,6 +68,30 @@ def load_splits(config: TrainConfig, weak: bool = False) -> tuple[dict[str, list
     return splits, reports
 
 
+@dataclass
+class Run:
+    """A finished `train` run as evaluate, calibrate and export read it."""
+
+    config: TrainConfig
+    splits: dict[str, list[Example]]  # gold splits, as in training
+    model: BertForKefu  # the best checkpoint, in eval mode
+    tokenizer: object  # `tokenizers.Tokenizer`, prepared as at runtime
+    fitted: dict  # thresholds.json: customer_type thresholds and softmax temperatures
+
+
+def load_run(run_dir: str | Path) -> Run:
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.yaml")
+    checkpoint = run_dir / CHECKPOINT
+    return Run(
+        config=config,
+        splits=load_splits(config)[0],
+        model=load_model(str(checkpoint)).eval(),
+        tokenizer=prepare_tokenizer(AutoTokenizer.from_pretrained(checkpoint).backend_tokenizer),
+        fitted=json.loads((run_dir / "thresholds.json").read_text(encoding="utf-8")),
+    )
+
+
 def batches(n: int, batch_size: int, shuffle: bool, rng: np.random.Generator):
     order = rng.permutation(n) if shuffle else np.arange(n)
     for start in range(0, n, batch_size):
@@ -92,11 +117,8 @@ def predict_probabilities(model: BertForKefu, tokenizer, examples: list[Example]
                           temperatures: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """Probabilities per head from the PyTorch model (dev scoring, evaluation, export parity), softmax
     heads divided by their fitted temperatures when given, as `Predictor` does."""
-    from scipy.special import expit, softmax
-
     logits = predict_logits(model, tokenizer, examples, config, batch_size)
-    return {h.name: expit(logits[h.name]) if h.multi_label else softmax(logits[h.name] / (temperatures or {}).get(h.name, 1.0), axis=1)
-            for h in HEADS}
+    return {h.name: head_probabilities(h, logits[h.name], temperatures) for h in HEADS}
 
 
 MAX_UNKNOWN_SHARE = 0.2
