@@ -7,7 +7,8 @@
 Every customer turn with text is a model input, read with all the turns before it
 (customer and agent) as context, as in training; the bundle keeps the last
 `max_context_turns` of them (kefu_router.text.encode). `max_chars` cuts every text
-to that many characters for the model (the service's MAX_TEXT_CHARS) and
+to that many characters for the model (a message keeps its head and tail, a context turn its
+end, nearest the message) (the service's MAX_TEXT_CHARS) and
 `truncated` flags the inputs that were cut; the router still gets each turn's
 full text, with which it recognises fillers such as 好的 or 在吗.
 """
@@ -19,7 +20,7 @@ from typing import Iterable, Sequence
 
 from kefu_router.labels import ROLES
 from kefu_router.routing import RouteDecision, Router
-from kefu_router.text import Message
+from kefu_router.text import Message, head_and_tail
 
 NO_CUSTOMER_TURN = "the conversation has no customer turn with text"
 
@@ -29,7 +30,7 @@ def cut_message(text: str, context: Sequence[tuple[str, str]], max_chars: int | 
     if max_chars is None:
         return Message.of(text, context), False
     truncated = len(text) > max_chars or any(len(t) > max_chars for _, t in context)
-    return Message.of(text[:max_chars], [(role, t[:max_chars]) for role, t in context]), truncated
+    return Message.of(head_and_tail(text, max_chars), [(role, t[-max_chars:]) for role, t in context]), truncated
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 Layout: `[CLS] 买家：… 客服：… [SEP] current message [SEP]` with token type 0 for the
 context part and 1 for the current message, so the model can tell them apart.
-The current message is always kept (its tail is cut only if it alone exceeds
-the budget); context turns are added newest first and the oldest are dropped.
+Every text is first normalised (`kefu_router.normalize.normalize_text`). The current
+message is always kept; one longer than the budget keeps its head and its tail (a
+buyer's request often comes last), see `head_and_tail`. Context turns are added
+newest first and the oldest are dropped.
 
 Only `tokenizers` is used, so training (through a fast tokenizer's backend)
 and serving (through the bundle's tokenizer.json) build identical inputs.
@@ -18,12 +20,17 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from kefu_router.labels import ROLES
+from kefu_router.normalize import normalize_text
 
 ROLE_MARK = {"customer": "买家：", "agent": "客服："}
 DEFAULT_MAX_LENGTH = 128
 DEFAULT_MAX_CONTEXT_TURNS = 6
 # A context turn cut to fewer tokens than this carries too little to be worth keeping.
 MIN_PARTIAL_TURN_TOKENS = 8
+# A message longer than its budget keeps this share of the budget from its head, the rest from its tail
+# (head+tail truncation; Sun et al. 2019, "How to Fine-Tune BERT for Text Classification", found a short
+# head and a long tail best for long texts).
+HEAD_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,15 @@ def _special_ids(tokenizer: Tokenizer) -> tuple[int, int, int]:
     return ids[0], ids[1], ids[2]
 
 
+def head_and_tail(seq: Sequence, budget: int) -> Sequence:
+    """`seq` (token ids, or the characters of a str) cut to `budget` items: the first `HEAD_SHARE` of the
+    budget from its head, the rest from its tail. Shorter sequences come back unchanged."""
+    if len(seq) <= budget:
+        return seq
+    head = int(budget * HEAD_SHARE)
+    return seq[:head] + seq[len(seq) - (budget - head):]
+
+
 def encode(
     tokenizer: Tokenizer,
     messages: Sequence[Message],
@@ -70,15 +86,15 @@ def encode(
     for m in messages:
         turns = m.context[-max_context_turns:] if max_context_turns > 0 else ()
         spans.append((len(pieces), len(turns)))
-        pieces.append(m.text)
-        pieces.extend(ROLE_MARK[role] + text for role, text in turns)
+        pieces.append(normalize_text(m.text))
+        pieces.extend(ROLE_MARK[role] + normalize_text(text) for role, text in turns)
     # Later turns of a conversation repeat its earlier turns as context: tokenize each distinct piece once.
     unique = list(dict.fromkeys(pieces))
     ids_of = {text: enc.ids for text, enc in zip(unique, tokenizer.encode_batch(unique, add_special_tokens=False))} if unique else {}
     encoded = [ids_of[text] for text in pieces]
     out = []
     for start, n_turns in spans:
-        message_ids = encoded[start][:budget]
+        message_ids = head_and_tail(encoded[start], budget)
         room = budget - len(message_ids)
         context_ids: list[int] = []
         for ids in reversed(encoded[start + 1 : start + 1 + n_turns]):  # newest turn first

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kefu_router.text import Message, encode, pad, prepare_tokenizer
+from kefu_router.text import Message, encode, head_and_tail, pad, prepare_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,22 @@ def test_pad_builds_masks_for_dynamic_batches(tokenizer):
 def test_unknown_role_is_rejected():
     with pytest.raises(ValueError, match="unknown role"):
         Message.of("好的", [("bot", "hi")])
+
+
+def test_a_long_message_keeps_its_head_and_its_tail(tokenizer):
+    # The request comes last: cut to its head only, the message would lose "我要退货".
+    text = "在吗" + "这个东西" * 60 + "我要退货"
+    ids, types = encode(tokenizer, [Message.of(text)], max_length=40)[0]
+    message = decode_parts(tokenizer, ids, types)[1]
+    assert message.startswith("在吗") and message.endswith("我要退货")
+
+
+def test_head_and_tail_cuts_strings_and_lists_alike():
+    assert head_and_tail("0123456789", 4) == "0789" and head_and_tail(list(range(10)), 4) == [0, 7, 8, 9]
+    assert head_and_tail("短", 4) == "短"
+
+
+def test_encode_normalises_the_message_and_its_context(tokenizer):
+    # Traditional script, full-width forms and invisible characters encode as their normalised text.
+    same = encode(tokenizer, [Message.of("好的", [("customer", "在吗")]), Message.of("好\u200b的", [("customer", "在嗎")])])
+    assert same[0] == same[1]
