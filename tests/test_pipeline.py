@@ -23,13 +23,16 @@ def test_train_writes_checkpoint_thresholds_and_config(trained_run):
 
 def test_evaluate_writes_metrics_baseline_and_plots(tiny_bundle, trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert set(metrics["groups"]) == {"project", "all"}  # the fixture has no real rows
+    scored = metrics["groups"]["project"]
     for head in (EMOTION, INTENT):
-        m = metrics["model"][head.name]
+        m = scored["model"][head.name]
         assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["macro_f1"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
         assert set(head.labels) <= set(m["per_class"])
-    assert {"micro_f1", "macro_f1"} <= set(metrics["model"]["customer_type"])
-    assert set(metrics["baseline_headline"]) == set(metrics["headline"])
-    assert (trained_run / "plots" / "confusion_emotion.png").stat().st_size > 1000
+    assert {"micro_f1", "macro_f1"} <= set(scored["model"]["customer_type"])
+    assert scored["model"]["customer_type_conversation"]["conversations"] > 0
+    assert set(scored["baseline_headline"]) == set(scored["headline"])
+    assert (trained_run / "plots" / "project" / "confusion_emotion.png").stat().st_size > 1000
 
 
 def test_bundle_has_everything_the_runtime_needs(tiny_bundle):
@@ -122,3 +125,28 @@ def test_trait_calibration_error_is_low_for_calibrated_scores():
     thresholds = dict.fromkeys(CUSTOMER_TYPE.labels, 0.5)
     assert multi_label_metrics(y, p, thresholds)["ece"] < 0.01
     assert multi_label_metrics(np.zeros_like(y), np.full(p.shape, 0.9), thresholds)["ece"] > 0.85  # confident, wrong
+
+
+def test_conversation_level_customer_type_is_the_union_of_a_conversations_traits():
+    import numpy as np
+
+    from kefu_router.training.metrics import conversation_trait_metrics
+
+    thresholds = {t: 0.5 for t in CUSTOMER_TYPE.labels}
+    gold = np.zeros((3, CUSTOMER_TYPE.size), dtype=int)
+    gold[0, 0] = 1  # conversation a shows trait 0 in its first message only
+    probs = np.zeros((3, CUSTOMER_TYPE.size))
+    probs[1, 0] = 0.9  # ... and the model sees it in its second message: right at conversation level
+    probs[2, 1] = 0.9  # conversation b: a trait nobody labelled
+    result = conversation_trait_metrics(["a", "a", "b"], gold, probs, thresholds)
+    assert result["conversations"] == 2 and result["micro_f1"] == pytest.approx(2 / 3)
+
+
+def test_real_rows_are_scored_apart_from_the_project_corpus():
+    from kefu_router.training.data import Example
+    from kefu_router.training.evaluate import split_groups
+
+    rows = [Example(str(i), str(i), "t", (), "neutral", "other", (), "test", source) for i, source in
+            enumerate(["jddc_uss", "kefu-corpus/part_1_p1.txt", "dataclue_cic"])]
+    groups = split_groups(rows)
+    assert groups["real"].tolist() == [0, 2] and groups["project"].tolist() == [1] and groups["all"].tolist() == [0, 1, 2]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kefu_router.labels import INTENT
-from kefu_router.training.weak_labels import (
+from kefu_router.training.corpus.weak_labels import (
     MAPPING_TSV,
     SOURCES,
     add_weak_examples,
@@ -251,7 +251,7 @@ def test_training_with_a_weak_source_completes(shared, tiny_bert, tmp_path):
 
 
 def test_kept_rule():
-    from kefu_router.training.weak_experiment import kept
+    from kefu_router.training.corpus.weak_experiment import kept
 
     assert kept({"a": 0.02, "b": -0.005})
     assert not kept({"a": 0.02, "b": -0.02})
@@ -260,7 +260,7 @@ def test_kept_rule():
 
 
 def test_experiment_smoke_writes_table_and_json(shared, tiny_bert, tmp_path):
-    from kefu_router.training.weak_experiment import run_experiment
+    from kefu_router.training.corpus.weak_experiment import run_experiment
 
     overrides = [f"data=['{MINI_DATA}']", f"base_model={tiny_bert}", "dev_fraction=0.25", "test_fraction=0.25",
                  "epochs=1", "max_steps=2", "batch_size=8", "max_length=48", "threads=1"]

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from kefu_router.labels import CUSTOMER_TYPE, EMOTION, INTENT
 from kefu_router.training.data import Example, label_arrays
-from kefu_router.training.metrics import all_metrics, tune_thresholds
+from kefu_router.training.metrics import tune_thresholds
 
 
 def _context_text(ex: Example, turns: int = 2) -> str:
@@ -57,8 +57,7 @@ class TfidfBaseline:
         return out
 
 
-def baseline_metrics(splits: dict[str, list[Example]], split: str = "test", seed: int = 13) -> dict:
-    model = TfidfBaseline(seed).fit(splits["train"])
-    dev_probs = model.probabilities(splits["dev"])
-    thresholds = tune_thresholds(label_arrays(splits["dev"])[CUSTOMER_TYPE.name], dev_probs[CUSTOMER_TYPE.name])
-    return all_metrics(label_arrays(splits[split]), model.probabilities(splits[split]), thresholds)
+    def dev_thresholds(self, dev: list[Example]) -> dict[str, float]:
+        """Per-trait thresholds tuned on `dev`, the way `train` tunes the model's."""
+        return tune_thresholds(label_arrays(dev)[CUSTOMER_TYPE.name], self.probabilities(dev)[CUSTOMER_TYPE.name])
+

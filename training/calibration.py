@@ -50,7 +50,8 @@ def fit_temperatures(logits: dict[str, np.ndarray], targets: dict[str, np.ndarra
 
 
 def calibrate_run(run_dir: str | Path) -> dict[str, float]:
-    """Fit the temperatures of a `train` run's checkpoint on its dev split; written into its thresholds.json."""
+    """Fit the temperatures of a `train` run's checkpoint on its selection dev rows (the dev rows of
+    `selection_sources`, or all of dev); written into its thresholds.json."""
     import torch
 
     from kefu_router.training.data import label_arrays
@@ -58,7 +59,7 @@ def calibrate_run(run_dir: str | Path) -> dict[str, float]:
 
     run_dir = Path(run_dir)
     run = load_run(run_dir)
-    dev = run.splits["dev"]
+    dev = run.selection_dev
     with torch.inference_mode():
         logits = predict_logits(run.model, run.tokenizer, dev, run.config)
     targets = label_arrays(dev)

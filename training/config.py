@@ -36,13 +36,20 @@ class TrainConfig(BaseModel):
     patience: int = Field(3, ge=1, description="epochs without a better dev macro-F1 before stopping")
     loss_weights: LossWeights = LossWeights()
     class_weighting: bool = True
+    selection_sources: list[str] = Field(
+        default_factory=list,
+        description="dev rows of these sources (the rows' `source` column, e.g. jddc_uss) choose the epoch, trait "
+        "thresholds and temperatures; empty: every dev row",
+    )
     dev_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     skip_bad_rows: bool = False
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
-    # Weak labels from public corpora (training/weak_labels.py): added to the train split only.
+    # The real labelled set (training/data/real/labels), joined with ../shared/data at load time.
+    real_sources: list[str] = Field(default_factory=list, description="real sources to add, e.g. [jddc_uss, dataclue_cic, jddc_baseline]")
+    # Weak labels from public corpora (training/corpus/weak_labels.py): added to the train split only.
     weak_sources: list[str] = Field(default_factory=list, description="weak-label sources, e.g. [jddc_intent, cped]")
-    shared_data: Optional[str] = Field(None, description="../shared/data; None reads $KEFU_SHARED_DATA; absent -> weak sources skipped")
+    shared_data: Optional[str] = Field(None, description="../shared/data; None reads $KEFU_SHARED_DATA; needed by real_sources (an error without it); absent -> weak sources skipped")
     weak_max_rows: int = Field(3000, ge=1, description="rows sampled per weak source, balanced across its labels")
 
 

@@ -101,7 +101,7 @@ class MergeResult:
 
 def held_out_data(corpus: str | Path | None = None, splits_file: str | Path | None = None) -> tuple[list[Example], dict[str, str]]:
     """The corpus's dev/test examples and the frozen conversation splits (defaults: training/data/)."""
-    from kefu_router.training.build_corpus import CORPUS, SPLITS_FILE, read_frozen
+    from kefu_router.training.corpus.build_corpus import CORPUS, SPLITS_FILE, read_frozen
 
     examples, _ = load_examples(corpus or CORPUS)
     return [ex for ex in examples if ex.split in HELD_OUT_SPLITS], read_frozen(Path(splits_file or SPLITS_FILE))

@@ -38,7 +38,7 @@ class Example:
     intent: str | None
     customer_type: tuple[str, ...] | None
     split: str | None = None
-    source: str = "gold"
+    source: str = "gold"  # the row's `source` column: a corpus file, a real source (jddc_uss...) or weak:<name>
 
 
 @dataclass
@@ -125,6 +125,7 @@ def _check_row(raw: object) -> dict:
         "role": role,
         "text": text.strip(),
         "split": split,
+        "source": str(raw.get("source") or "gold"),
     }
     try:
         row["context"] = _parse_context(raw.get("context"))
@@ -140,14 +141,19 @@ def load_examples(path: str | Path, skip_bad: bool = False) -> tuple[list[Exampl
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    report = LoadReport(str(path))
+    return examples_from_rows(_read_raw(path), str(path), skip_bad)
+
+
+def examples_from_rows(raw_rows: list[tuple[int, object]], origin: str, skip_bad: bool = False) -> tuple[list[Example], LoadReport]:
+    """Validate (line number, raw row) pairs of one origin, build context, drop exact duplicates."""
+    report = LoadReport(origin)
     rows, errors = [], []
-    for lineno, raw in _read_raw(path):
+    for lineno, raw in raw_rows:
         report.rows += 1
         try:
             row = _check_row(raw)
         except (ValueError, LabelError) as exc:
-            errors.append(f"{path}:{lineno}: {exc}")
+            errors.append(f"{origin}:{lineno}: {exc}")
             continue
         row["line"] = lineno
         rows.append(row)
@@ -188,6 +194,7 @@ def _with_context(rows: list[dict]) -> list[Example]:
                 intent=intent,
                 customer_type=traits,
                 split=row["split"],
+                source=row["source"],
             )
         )
     return examples
@@ -231,6 +238,11 @@ def split_examples(
         rest, test = take_fold(examples, test_fraction)
         train, dev = take_fold(rest, dev_fraction / (1 - test_fraction))
     return {"train": train, "dev": dev, "test": test}
+
+
+def of_sources(examples: list[Example], sources: list[str] | tuple[str, ...]) -> list[Example]:
+    """The examples whose `source` is one of `sources` (all of them when `sources` is empty)."""
+    return [ex for ex in examples if ex.source in sources] if sources else list(examples)
 
 
 def fingerprint(examples: list[Example]) -> str:

@@ -20,6 +20,7 @@ import torch
 from kefu_router.bundle import ONNX_FILES, write_bundle_files
 from kefu_router.labels import CUSTOMER_TYPE, HEADS
 from kefu_router.text import encode, pad
+from kefu_router.training.evaluate import primary_group
 from kefu_router.training.data import to_messages
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def export(
     train_log = json.loads((run_dir / "train_log.json").read_text(encoding="utf-8"))
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
+    group, scored = primary_group(metrics) if metrics else ("", {})
     metadata = {
         "version": version or f"{out.name}-{train_log['data_fingerprint'][:8]}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -125,8 +127,8 @@ def export(
         "data_fingerprint": train_log["data_fingerprint"],
         "max_length": config.max_length,
         "max_context_turns": config.max_context_turns,
-        "metrics": {"split": metrics.get("split"), "n": metrics.get("n"), **metrics.get("headline", {})},
-        "baseline_metrics": metrics.get("baseline_headline", {}),
+        "metrics": {"split": f"{metrics.get('split')}/{group}" if group else None, "n": scored.get("n"), **scored.get("headline", {})},
+        "baseline_metrics": scored.get("baseline_headline", {}),
         "parity": {"examples": len(messages), "min_agreement": min_agreement, **checks},
     }
     write_bundle_files(out, metadata, thresholds, run.fitted.get("temperature"))

@@ -62,6 +62,23 @@ def multi_label_metrics(y_true: np.ndarray, probs: np.ndarray, thresholds: dict[
     }
 
 
+def conversation_trait_metrics(conversation_ids, y_true: np.ndarray, probs: np.ndarray, thresholds: dict[str, float]) -> dict:
+    """Customer type per conversation: the union of a conversation's predicted traits (each message's
+    probabilities cut at `thresholds`, as the router accumulates them) against the union of its gold traits.
+    Shapes: `conversation_ids` (n,), `y_true` and `probs` (n, 7). Returns micro/macro-F1 over conversations."""
+    cut = np.array([thresholds[t] for t in CUSTOMER_TYPE.labels])
+    pred = (probs >= cut).astype(int)
+    ids = np.asarray(conversation_ids)
+    convs = sorted(set(ids.tolist()))
+    gold_u = np.array([y_true[ids == c].max(axis=0) for c in convs]) if convs else np.zeros((0, CUSTOMER_TYPE.size))
+    pred_u = np.array([pred[ids == c].max(axis=0) for c in convs]) if convs else np.zeros((0, CUSTOMER_TYPE.size))
+    return {
+        "conversations": len(convs),
+        "micro_f1": float(f1_score(gold_u, pred_u, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(gold_u, pred_u, average="macro", zero_division=0)),
+    }
+
+
 def all_metrics(targets: dict[str, np.ndarray], probs: dict[str, np.ndarray], thresholds: dict[str, float]) -> dict:
     return {
         EMOTION.name: single_label_metrics(EMOTION, targets[EMOTION.name], probs[EMOTION.name]),
@@ -77,6 +94,10 @@ def headline(metrics: dict) -> dict[str, float]:
         "intent_macro_f1": round(metrics["intent"]["macro_f1"], 4),
         "customer_type_macro_f1": round(metrics["customer_type"]["macro_f1"], 4),
         "customer_type_micro_f1": round(metrics["customer_type"]["micro_f1"], 4),
+        **({"customer_type_conversation_micro_f1": round(metrics["customer_type_conversation"]["micro_f1"], 4)}
+           if "customer_type_conversation" in metrics else {}),
+        "emotion_ece": round(metrics["emotion"]["ece"], 4),
+        "intent_ece": round(metrics["intent"]["ece"], 4),
     }
 
 

@@ -26,7 +26,7 @@ from kefu_router.predictor import head_probabilities
 from kefu_router.text import encode, pad, prepare_tokenizer
 from kefu_router.training.calibration import fit_temperatures
 from kefu_router.training.config import TrainConfig, load_config, save_config
-from kefu_router.training.data import MISSING, Example, fingerprint, label_arrays, load_examples, split_examples, to_messages
+from kefu_router.training.data import MISSING, Example, fingerprint, label_arrays, load_examples, of_sources, split_examples, to_messages
 from kefu_router.training.metrics import all_metrics, headline, selection_score, tune_thresholds
 from kefu_router.training.model import BertForKefu, load_model
 
@@ -60,9 +60,15 @@ def load_splits(config: TrainConfig, weak: bool = False) -> tuple[dict[str, list
         ex, report = load_examples(path, skip_bad=config.skip_bad_rows)
         examples += ex
         reports.append(report.summary())
+    if config.real_sources:  # the real labelled set: committed labels joined with ../shared/data
+        from kefu_router.training.corpus.real_set import load_real
+
+        real, report = load_real(config.real_sources, config.shared_data, config.skip_bad_rows)
+        examples += real
+        reports.append(report)
     splits = split_examples(examples, config.dev_fraction, config.test_fraction, config.seed)
-    if weak and config.weak_sources:  # weak labels from ../shared/data (training/weak_labels.py)
-        from kefu_router.training.weak_labels import add_weak_examples
+    if weak and config.weak_sources:  # weak labels from ../shared/data (training/corpus/weak_labels.py)
+        from kefu_router.training.corpus.weak_labels import add_weak_examples
 
         reports += add_weak_examples(splits, config)
     return splits, reports
@@ -77,6 +83,11 @@ class Run:
     model: BertForKefu  # the best checkpoint, in eval mode
     tokenizer: object  # `tokenizers.Tokenizer`, prepared as at runtime
     fitted: dict  # thresholds.json: customer_type thresholds and softmax temperatures
+
+    @property
+    def selection_dev(self) -> list[Example]:
+        """The dev rows that made the run's choices (those of `config.selection_sources`, or all of dev)."""
+        return of_sources(self.splits["dev"], self.config.selection_sources)
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -187,10 +198,14 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     model.to(device)
 
     train_ex = splits["train"]
+    dev_ex = of_sources(splits["dev"], config.selection_sources)  # the dev rows that make every choice
+    if not dev_ex:
+        raise ValueError(f"no dev rows of the selection sources {config.selection_sources}")
+    log.info("choices are made on %d dev rows (%s)", len(dev_ex), ", ".join(config.selection_sources) or "all sources")
     encoded = encode(tokenizer, to_messages(train_ex), config.max_length, config.max_context_turns)
     check_vocabulary(encoded, tokenizer)
     targets = label_arrays(train_ex)
-    dev_targets = label_arrays(splits["dev"])
+    dev_targets = label_arrays(dev_ex)
     weights = class_weights(targets) if config.class_weighting else {}
     losses = {
         h.name: (
@@ -233,7 +248,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             if step >= total_steps:
                 break
         model.cpu()
-        dev_probs = predict_probabilities(model, tokenizer, splits["dev"], config)
+        dev_probs = predict_probabilities(model, tokenizer, dev_ex, config)
         model.to(device)
         dev_metrics = all_metrics(dev_targets, dev_probs, tune_thresholds(dev_targets["customer_type"], dev_probs["customer_type"]))
         score = selection_score(dev_metrics)
@@ -256,7 +271,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     hf_tokenizer.save_pretrained(checkpoint)
     save_config(config, out_dir / "config.yaml")
     write_json(out_dir / "schema.json", schema_dict())
-    temperatures = fit_temperatures(predict_logits(model, tokenizer, splits["dev"], config), dev_targets)
+    temperatures = fit_temperatures(predict_logits(model, tokenizer, dev_ex, config), dev_targets)
     write_json(out_dir / "thresholds.json", {CUSTOMER_TYPE.name: thresholds, "temperature": temperatures})
     all_examples = [ex for s in splits.values() for ex in s]
     write_json(

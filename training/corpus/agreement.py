@@ -1,7 +1,7 @@
 """Inter-annotator agreement: a blind second labelling pass over a sample of the corpus.
 
-    python -m kefu_router.training.agreement sample   # writes the unlabelled sample for the second annotator
-    python -m kefu_router.training.agreement score    # Cohen's kappa per head and per trait -> agreement.json
+    python -m kefu_router.training.corpus.agreement sample   # writes the unlabelled sample for the second annotator
+    python -m kefu_router.training.corpus.agreement score    # Cohen's kappa per head and per trait -> agreement.json
 
 The second annotator sees each message with its context but none of the first labels.
 Their file is `second_pass.tsv`: id, emotion, intent, traits (";"-separated, the buyer's
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from kefu_router.labels import CUSTOMER_TYPE, LabelError, check_labels
-from kefu_router.training.build_corpus import CORPUS, DATA_DIR
+from kefu_router.training.corpus.build_corpus import CORPUS, DATA_DIR
 
 AGREEMENT_DIR = DATA_DIR / "agreement"
 SAMPLE = AGREEMENT_DIR / "sample_for_second_pass.md"
@@ -67,27 +67,34 @@ def read_second_pass() -> dict[str, tuple]:
     return labels
 
 
-def score() -> dict:
+def kappa_report(first: dict[str, tuple], second: dict[str, tuple]) -> dict:
+    """Cohen's kappa and raw agreement per head and per trait over the keys both passes labelled.
+
+    `first` and `second` map a key to (emotion, intent, traits); the disagreements are listed by key.
+    """
     from sklearn.metrics import cohen_kappa_score
 
-    first = {r["id"]: r for rows in load_corpus().values() for r in rows if r["role"] == "customer"}
-    second = read_second_pass()
     ids = [i for i in second if i in first]
-    a = {"emotion": [first[i]["emotion"] for i in ids], "intent": [first[i]["intent"] for i in ids]}
-    b = {"emotion": [second[i][0] for i in ids], "intent": [second[i][1] for i in ids]}
     result = {"messages": len(ids), "kappa": {}, "raw_agreement": {}, "disagreements": {}}
-    for head in ("emotion", "intent"):
-        result["kappa"][head] = round(float(cohen_kappa_score(a[head], b[head])), 3)
-        result["raw_agreement"][head] = round(sum(x == y for x, y in zip(a[head], b[head])) / len(ids), 3)
+    for k, head in enumerate(("emotion", "intent")):
+        a, b = [first[i][k] for i in ids], [second[i][k] for i in ids]
+        result["kappa"][head] = round(float(cohen_kappa_score(a, b)), 3)
+        result["raw_agreement"][head] = round(sum(x == y for x, y in zip(a, b)) / max(len(ids), 1), 3)
     for trait in CUSTOMER_TYPE.labels:
-        x = [trait in first[i]["customer_type"] for i in ids]
-        y = [trait in second[i][2] for i in ids]
-        result["kappa"][f"customer_type/{trait}"] = round(float(cohen_kappa_score(x, y)), 3)
+        x, y = [trait in first[i][2] for i in ids], [trait in second[i][2] for i in ids]
+        result["kappa"][f"customer_type/{trait}"] = round(float(cohen_kappa_score(x, y)), 3) if any(x) or any(y) else None
+        result["raw_agreement"][f"customer_type/{trait}"] = round(sum(p == q for p, q in zip(x, y)) / max(len(ids), 1), 3)
     result["disagreements"] = {
-        i: {"first": [first[i]["emotion"], first[i]["intent"], first[i]["customer_type"]], "second": [second[i][0], second[i][1], list(second[i][2])]}
+        i: {"first": [first[i][0], first[i][1], sorted(first[i][2])], "second": [second[i][0], second[i][1], sorted(second[i][2])]}
         for i in ids
-        if (first[i]["emotion"], first[i]["intent"], tuple(first[i]["customer_type"])) != second[i]
+        if (first[i][0], first[i][1], tuple(sorted(first[i][2]))) != (second[i][0], second[i][1], tuple(sorted(second[i][2])))
     }
+    return result
+
+
+def score() -> dict:
+    first = {r["id"]: (r["emotion"], r["intent"], tuple(r["customer_type"])) for rows in load_corpus().values() for r in rows if r["role"] == "customer"}
+    result = kappa_report(first, read_second_pass())
     RESULT.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     return result
 

@@ -6,7 +6,7 @@ its labels are corrected. Only conversations not listed there are assigned, by
 conversation, stratified on emotion|intent with a fixed seed. The test split is
 never used for any choice (training selects on dev).
 
-    python -m kefu_router.training.build_corpus [--check]
+    python -m kefu_router.training.corpus.build_corpus [--check]
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from kefu_router.training.corpus_source import parse, stats, to_rows
+from kefu_router.training.corpus.corpus_source import parse, stats, to_rows
 from kefu_router.training.data import Example, split_examples
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 CORPUS = DATA_DIR / "kefu_corpus.jsonl"
 SPLITS_FILE = DATA_DIR / "splits.tsv"
 SPLIT_SEED = 2026

@@ -186,10 +186,10 @@ def stats(rows: list[dict]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m kefu_router.training.corpus_source check FILE...`: parse and print counts."""
+    """`python -m kefu_router.training.corpus.corpus_source check FILE...`: parse and print counts."""
     if len(argv) < 2 or argv[0] != "check":
         print(__doc__)
-        print("usage: python -m kefu_router.training.corpus_source check FILE [FILE...]")
+        print("usage: python -m kefu_router.training.corpus.corpus_source check FILE [FILE...]")
         return 2
     conversations = []
     for name in argv[1:]:

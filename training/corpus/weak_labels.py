@@ -56,7 +56,7 @@ from kefu_router.training.data import SPLITS, Example, deduplicate
 log = logging.getLogger(__name__)
 
 SHARED_DATA_ENV = "KEFU_SHARED_DATA"
-MAPPING_TSV = Path(__file__).parent / "data" / "weak" / "jddc_action_to_intent.tsv"
+MAPPING_TSV = Path(__file__).resolve().parents[1] / "data" / "weak" / "jddc_action_to_intent.tsv"
 JDDC_CSV = "jddc_uss/jddc_uss_valid_user_turns.csv"  # only the valid split is shared; never read a test split
 REVIEW_FILES = {
     "online_shopping_10_cats": "online_shopping_10_cats/online_shopping_10_cats.csv",
