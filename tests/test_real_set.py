@@ -113,3 +113,8 @@ def test_committed_label_files_are_valid_and_carry_no_text():
         assert labels and all(lab.split in ("train", "dev", "test") and len(lab.text_sha1) == 12 for lab in labels)
         header = path.read_text(encoding="utf-8").splitlines()[0].split("\t")
         assert header == list(real_set.COLUMNS)
+
+
+def test_real_data_card_is_generated_from_the_committed_labels():
+    """training/data/real/DATACARD.md comes from `python -m kefu_router.training.corpus.real_set datacard`."""
+    assert real_set.DATACARD.read_text(encoding="utf-8") == real_set.render_datacard()
