@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kefu_router.text import DEFAULT_MAX_CONTEXT_TURNS, DEFAULT_MAX_LENGTH
 
@@ -21,7 +21,7 @@ class LossWeights(BaseModel):
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    data: list[str] = Field(min_length=1, description="labelled files; rows with a `split` column keep it")
+    data: list[str] = Field(default_factory=list, description="labelled files; rows with a `split` column keep it")
     base_model: str = Field(description="local directory or hub name of a BERT-architecture checkpoint")
     output_dir: str = "runs/latest"
     seed: int = 13
@@ -51,6 +51,13 @@ class TrainConfig(BaseModel):
     weak_sources: list[str] = Field(default_factory=list, description="weak-label sources, e.g. [jddc_intent, cped]")
     shared_data: Optional[str] = Field(None, description="../shared/data; None reads $KEFU_SHARED_DATA; needed by real_sources (an error without it); absent -> weak sources skipped")
     weak_max_rows: int = Field(3000, ge=1, description="rows sampled per weak source, balanced across its labels")
+
+
+    @model_validator(mode="after")
+    def _some_data(self) -> "TrainConfig":
+        if not self.data and not self.real_sources:
+            raise ValueError("no training data: give `data` files and/or `real_sources`")
+        return self
 
 
 class ConfigError(ValueError):

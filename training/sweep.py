@@ -3,40 +3,28 @@
     python -m kefu_router.training.sweep -c training/configs/default.yaml --lr 1e-4 3e-4 1e-3 -o runs/default \
         [--set base_model=runs/encoder-3x192 ...]
 
-Trains one run per rate (OUTPUT-sweep/lr-RATE), prints each run's best dev mean macro-F1 (the
-early-stopping score), and copies the best run to OUTPUT for `evaluate` and `export`; sweep.json
-there records every rate's score.
+Trains one run per rate (OUTPUT-choices/RATE, through `training/choose.py`), prints each run's best dev
+mean macro-F1 (the early-stopping score), and copies the best run to OUTPUT for `evaluate` and `export`;
+sweep.json there records every rate's score.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
-from kefu_router.training.config import load_config
-from kefu_router.training.train import train
+from kefu_router.training.choose import choose
 
 
 def sweep(config_path: str, rates: list[float], output_dir: str | Path, overrides: list[str] = (), progress: bool = True) -> dict:
+    """One `choose` variant per learning rate; the best run is copied to `output_dir` with sweep.json."""
     out = Path(output_dir)
-    runs = out.parent / f"{out.name}-sweep"
-    scores: dict[str, float] = {}
-    for rate in rates:
-        run = runs / f"lr-{rate:g}"
-        config = load_config(config_path, [*overrides, f"learning_rate={rate}", f"output_dir={run}"])
-        train(config, progress=progress)
-        log = json.loads((run / "train_log.json").read_text(encoding="utf-8"))
-        scores[f"{rate:g}"] = log["best_dev_score"]
-        print(f"learning rate {rate:g}: best dev mean macro-F1 {log['best_dev_score']:.4f} (epoch {log['best_epoch']})", flush=True)
-    best = max(scores, key=scores.get)
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(runs / f"lr-{best}", out)
-    record = {"chosen_on": "dev", "metric": "best dev mean macro-F1", "scores": scores, "best_learning_rate": float(best)}
+    chosen = choose(config_path, {f"{rate:g}": [f"learning_rate={rate}"] for rate in rates}, out, overrides)
+    scores = {name: v["dev_score"] for name, v in chosen["variants"].items()}
+    record = {"chosen_on": "dev", "metric": "best dev mean macro-F1", "scores": scores, "best_learning_rate": float(chosen["best"])}
     (out / "sweep.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-    print(f"best learning rate {best} -> {out}")
+    print(f"best learning rate {chosen['best']} -> {out}")
     return record
 
 

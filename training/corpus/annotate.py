@@ -176,5 +176,28 @@ def check(packet: Path, answers: Path) -> None:
     typer.echo(f"ok: {len(packet_keys(packet))} keys answered")
 
 
+@app.command("adjudication-packet")
+def adjudication_packet(
+    shared_data: Path = typer.Option(..., help="the ../shared/data folder"),
+    out: Path = typer.Option(..., "-o", help="packet file to write, outside the repository"),
+) -> None:
+    """Every pending disagreement of adjudication.tsv with its conversation up to the turn and both labels."""
+    from kefu_router.training.corpus.real_set import index_turns, read_adjudication
+
+    pending = {k: row for k, row in read_adjudication().items() if not row.get("final")}
+    index = index_turns(shared_data)
+    blocks = []
+    for key, row in pending.items():
+        conv, position = index[key]
+        lines = [f"=== {key} ==="]
+        for turn in conv.turns[: position + 1]:
+            mark = f"<<{turn.key}>> " if turn.key == key else "    "
+            lines.append(f"{mark}{ROLE_ZH[turn.role]}: {turn.text}")
+        lines.append(f"    A: {row['first']}    B: {row['second']}")
+        blocks.append("\n".join(lines))
+    out.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+    typer.echo(f"{len(blocks)} disagreements -> {out}")
+
+
 if __name__ == "__main__":
     app()
