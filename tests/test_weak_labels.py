@@ -274,3 +274,12 @@ def test_experiment_smoke_writes_table_and_json(shared, tiny_bert, tmp_path):
     base_steps = saved["runs"]["baseline"][0]["steps"]
     assert all(run["steps"] <= base_steps for run in saved["runs"]["reviews"] + saved["runs"]["jddc_displeasure"])  # equal steps
     assert not (tmp_path / "runs" / "seed13" / "reviews" / "checkpoint").exists()  # checkpoints removed unless asked
+
+
+def test_cic_intent_map_is_valid_and_covers_every_cic_intent():
+    from kefu_router.training.corpus.weak_labels import CIC_MAP_TSV, read_cic_map
+
+    table = read_cic_map()  # raises on an unknown label id
+    assert len(table) == 118 and all(k.isdigit() for k in table)
+    assert sum(intent is not None for intent, _ in table.values()) >= 100
+    assert CIC_MAP_TSV.read_text(encoding="utf-8").splitlines()[0].split("\t")[:5] == ["cic_label", "cic_name", "intent", "emotion", "traits"]

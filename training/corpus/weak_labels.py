@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 SHARED_DATA_ENV = "KEFU_SHARED_DATA"
 MAPPING_TSV = Path(__file__).resolve().parents[1] / "data" / "weak" / "jddc_action_to_intent.tsv"
+CIC_MAP_TSV = MAPPING_TSV.with_name("cic_intent_map.tsv")  # reviewed against the real set's gold CIC labels
 JDDC_CSV = "jddc_uss/jddc_uss_valid_user_turns.csv"  # only the valid split is shared; never read a test split
 REVIEW_FILES = {
     "online_shopping_10_cats": "online_shopping_10_cats/online_shopping_10_cats.csv",
@@ -291,6 +292,40 @@ def _cped(root: Path, context_turns: int = 6) -> list[Example] | None:
     return out
 
 
+def read_cic_map(path: str | Path = CIC_MAP_TSV) -> dict[str, tuple[str | None, str | None]]:
+    """CIC label id -> (our intent or None, our emotion or None), from the reviewed table; unknown ids are an error."""
+    table = {}
+    with Path(path).open(encoding="utf-8", newline="") as fh:
+        for lineno, row in enumerate(csv.DictReader(fh, delimiter="\t"), start=2):
+            intent = None if row["intent"] in ("", "-") else row["intent"]
+            emotion = None if row["emotion"] in ("", "-") else row["emotion"]
+            if (intent and intent not in INTENT.labels) or (emotion and emotion not in EMOTION.labels):
+                raise ValueError(f"{path}:{lineno}: unknown label in {row}")
+            table[row["cic_label"]] = (intent, emotion)
+    return table
+
+
+def _cic_intent(root: Path) -> list[Example] | None:
+    """DataCLUE CIC messages the team did not label, with the intent (and for three intents the emotion) of
+    the reviewed table `cic_intent_map.tsv`; messages of the real labelled set are left out."""
+    from kefu_router.training.corpus.real_set import all_labels
+
+    folder = root / "dataclue_cic"
+    if not (folder / "train.json").is_file():
+        return None
+    table, labelled = read_cic_map(), set(all_labels())
+    out = []
+    for name in ("train", "dev"):
+        for line in (folder / f"{name}.json").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line.strip() else None
+            if not row or f"dataclue_cic:{name}:{row['id']}" in labelled:
+                continue
+            intent, emotion = table.get(str(row["label"]), (None, None))
+            if intent or emotion:
+                out.append(_example("cic_intent", f"{name}:{row['id']}", row["sentence"], intent=intent, emotion=emotion))
+    return out
+
+
 LOADERS: dict[str, Callable[[Path], list[Example] | None]] = {
     "jddc_intent": _jddc_intent,
     "jddc_displeasure": _jddc_displeasure,
@@ -298,6 +333,7 @@ LOADERS: dict[str, Callable[[Path], list[Example] | None]] = {
     "reviews": _reviews,
     "smp2020_ewect": _smp,
     "cped": _cped,
+    "cic_intent": _cic_intent,
 }
 SOURCES: tuple[str, ...] = tuple(LOADERS)
 
