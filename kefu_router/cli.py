@@ -139,7 +139,8 @@ def export_encoder_cmd(
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a train output directory, or a bundle directory with --data"),
     split: str = typer.Option("test", help="split to score"),
-    data: Optional[Path] = typer.Option(None, help="labelled file (required when evaluating a bundle)"),
+    data: list[Path] = typer.Option([], help="labelled file(s) (required when evaluating a bundle; repeat to score several, "
+                                       "e.g. the corpus and `real_set build`'s output, to match a run's test split)"),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="where a bundle's metrics go"),
     baseline: bool = typer.Option(True, help="also score the TF-IDF + logistic-regression baseline"),
 ):
@@ -149,9 +150,9 @@ def evaluate(
 
     try:
         if (run_dir / "metadata.json").exists():
-            if data is None:
+            if not data:
                 fail("evaluating a bundle needs --data FILE")
-            evaluate_bundle(run_dir, data, output_dir or Path("eval") / run_dir.name, split)
+            evaluate_bundle(run_dir, list(data), output_dir or Path("eval") / run_dir.name, split)
         else:
             evaluate_run(run_dir, split, with_baseline=baseline)
     except (_user_errors() + (ValueError,)) as exc:

@@ -22,20 +22,24 @@ import yaml
 from kefu_router.training.config import load_config
 
 
-def _train(config_path: str, overrides: list[str]) -> dict:
+def _train(config_path: str, overrides: list[str], reuse: bool = False) -> dict:
     from kefu_router.training.train import train
 
     config = load_config(config_path, overrides)
-    train(config, progress=False)
-    return json.loads((Path(config.output_dir) / "train_log.json").read_text(encoding="utf-8"))
+    log_path = Path(config.output_dir) / "train_log.json"
+    if not (reuse and log_path.is_file()):
+        train(config, progress=False)
+    return json.loads(log_path.read_text(encoding="utf-8"))
 
 
-def choose(config_path: str, variants: dict[str, list[str]], output_dir: str | Path, overrides: list[str] = (), jobs: int = 1) -> dict:
+def choose(config_path: str, variants: dict[str, list[str]], output_dir: str | Path, overrides: list[str] = (), jobs: int = 1,
+           reuse: bool = False) -> dict:
+    """Train every variant (or, with `reuse`, read a finished run of the same name), record and copy the best."""
     out = Path(output_dir)
     runs = out.parent / f"{out.name}-choices"
     todo = {name: [*overrides, *extra, f"output_dir={runs / name}"] for name, extra in variants.items()}
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        logs = dict(zip(todo, pool.map(_train, [config_path] * len(todo), todo.values())))
+        logs = dict(zip(todo, pool.map(_train, [config_path] * len(todo), todo.values(), [reuse] * len(todo))))
     scores = {name: log["best_dev_score"] for name, log in logs.items()}
     best = max(scores, key=scores.get)
     record = {
@@ -61,9 +65,10 @@ def main() -> None:
     parser.add_argument("-o", "--output-dir", required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (set threads=1 per run on small machines)")
+    parser.add_argument("--reuse", action="store_true", help="keep variants whose run already finished (train_log.json)")
     args = parser.parse_args()
     variants = yaml.safe_load(Path(args.variants).read_text(encoding="utf-8"))
-    choose(args.config, {k: list(v or []) for k, v in variants.items()}, args.output_dir, args.overrides, args.jobs)
+    choose(args.config, {k: list(v or []) for k, v in variants.items()}, args.output_dir, args.overrides, args.jobs, args.reuse)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,11 @@ class TrainConfig(BaseModel):
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     # The real labelled set (training/data/real/labels), joined with ../shared/data at load time.
     real_sources: list[str] = Field(default_factory=list, description="real sources to add, e.g. [jddc_uss, dataclue_cic, jddc_baseline]")
+    ignore_heads: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="source prefix -> heads whose labels its TRAIN rows do not teach (masked in the loss), e.g. "
+        "{kefu-corpus: [customer_type]}: the project corpus carries traits forward, the real set labels traits shown",
+    )
     # Weak labels from public corpora (training/corpus/weak_labels.py): added to the train split only.
     weak_sources: list[str] = Field(default_factory=list, description="weak-label sources, e.g. [jddc_intent, cped]")
     shared_data: Optional[str] = Field(None, description="../shared/data; None reads $KEFU_SHARED_DATA; needed by real_sources (an error without it); absent -> weak sources skipped")

@@ -89,12 +89,16 @@ def evaluate_run(run_dir: str | Path, split: str = "test", with_baseline: bool =
     return result
 
 
-def evaluate_bundle(bundle_dir: str | Path, data: str | Path, output_dir: str | Path, split: str | None = "test") -> dict:
-    """Evaluate an exported bundle through the runtime predictor on a labelled file, per group like a run."""
+def evaluate_bundle(bundle_dir: str | Path, data: str | Path | list, output_dir: str | Path, split: str | None = "test") -> dict:
+    """Evaluate an exported bundle through the runtime predictor on labelled files (each loaded and
+    de-duplicated on its own, as `train` loads them), per group like a run."""
     from kefu_router.predictor import Predictor
 
-    examples, report = load_examples(data)
-    log.info(report.summary())
+    examples = []
+    for path in data if isinstance(data, list) else [data]:
+        loaded, report = load_examples(path)
+        log.info(report.summary())
+        examples += loaded
     if split and any(ex.split for ex in examples):
         examples = [ex for ex in examples if ex.split == split]
     if not examples:

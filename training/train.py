@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import random
@@ -67,11 +68,19 @@ def load_splits(config: TrainConfig, weak: bool = False) -> tuple[dict[str, list
         examples += real
         reports.append(report)
     splits = split_examples(examples, config.dev_fraction, config.test_fraction, config.seed)
+    if config.ignore_heads:
+        splits["train"] = [mask_heads(ex, config.ignore_heads) for ex in splits["train"]]
     if weak and config.weak_sources:  # weak labels from ../shared/data (training/corpus/weak_labels.py)
         from kefu_router.training.corpus.weak_labels import add_weak_examples
 
         reports += add_weak_examples(splits, config)
     return splits, reports
+
+
+def mask_heads(ex: Example, ignore: dict[str, list[str]]) -> Example:
+    """`ex` without the labels of the heads its source's entry in `ignore` lists (None: masked in the loss)."""
+    heads = [h for prefix, names in ignore.items() if ex.source.startswith(prefix) for h in names]
+    return dataclasses.replace(ex, **{h: None for h in heads}) if heads else ex
 
 
 @dataclass
