@@ -60,7 +60,10 @@ def _too_many(field: str, count: int, limit: int) -> HTTPException:
 
 
 def _log(request: Request, svc, texts: list[str], **fields) -> None:
-    """What the access log line carries for this request: counts and decisions, masked text only on request."""
+    """What the access log line carries for this request: counts and decisions, masked text only on request.
+
+    `texts` are the texts as cut to `max_text_chars` (what the model read), so masking costs at most that much.
+    """
     if svc.settings.log_masked_text:
         fields["texts_masked"] = [mask_pii(t) for t in texts]
     request.state.log = fields
@@ -117,7 +120,7 @@ async def classify(body: ClassifyRequest, request: Request, svc=Depends(service)
     limit = settings.max_text_chars
     inputs = [cut_message(m.text, [(t.role, t.text) for t in m.context], limit) for m in body.messages]
     predictions = await svc.predict([message for message, _ in inputs])
-    _log(request, svc, [m.text for m in body.messages], messages=len(inputs))
+    _log(request, svc, [message.text for message, _ in inputs], messages=len(inputs))
     return ClassifyResponse(
         model_version=svc.predictor.version,
         results=[MessagePrediction(**p, truncated=cut) for p, (_, cut) in zip(predictions, inputs)],
@@ -137,7 +140,7 @@ async def route(body: RouteRequest, request: Request, svc=Depends(service)) -> R
     decision = chat.route(svc.router, predictions)
     customer = chat.customer
     svc.metrics.routed.labels(decision.playbook.id, str(decision.needs_human_review).lower()).inc()
-    _log(request, svc, [turns[i].text for i in customer], turns=len(turns), customer_turns=len(customer),
+    _log(request, svc, [message.text for message in chat.messages], turns=len(turns), customer_turns=len(customer),
          playbook=decision.playbook.id, rule=decision.rule, needs_human_review=decision.needs_human_review)
     return RouteResponse(
         conversation_id=body.conversation_id,

@@ -405,6 +405,18 @@ def test_masked_text_logging_hides_pii(tiny_bundle, caplog):
     ("王先生您好", "王先生", "*先生"),
     ("邮箱abc@qq.com", "abc@qq.com", "[邮箱]"),
     ("身份证11010519491231002X", "11010519491231002X", "[身份证]"),
+    ("我电话一三八一二三四五六七八", "一三八一二三四五六七八", "[电话]"),
+    ("电话：幺三八 幺二三四 五六七八", "五六七八", "[电话]"),
+    ("壹叁捌壹贰叁肆伍陆柒捌", "壹叁捌", "[电话]"),
+    ("１３８１２３４５６７８", "１２３４", "[电话]"),
+    ("座机零五七一 八八八八八八八八", "八八八八", "[电话]"),
+    ("加我微信 wxid_abc123", "wxid_abc123", "[微信]"),
+    ("微信号：zhang_san88", "zhang_san88", "[微信]"),
+    ("vx: abc12345", "abc12345", "[微信]"),
+    ("加V zhangsan99", "zhangsan99", "[微信]"),
+    ("我的QQ是12345678", "12345678", "[QQ]"),
+    ("扣扣：一二三四五六七", "一二三四五六七", "[QQ]"),
+    ("qq号 123456", "123456", "[QQ]"),
 ])
 def test_mask_pii_hides_phones_order_ids_addresses_and_names(text, hidden, placeholder):
     masked = mask_pii(text)
@@ -412,8 +424,50 @@ def test_mask_pii_hides_phones_order_ids_addresses_and_names(text, hidden, place
 
 
 def test_mask_pii_leaves_ordinary_questions_alone():
-    for text in ("这条裙子有L码吗", "能便宜点吗 别家更便宜", "怎么还没到 明天就要用啊"):
+    for text in ("这条裙子有L码吗", "能便宜点吗 别家更便宜", "怎么还没到 明天就要用啊", "可以用微信支付吗", "三四天能到吗"):
         assert mask_pii(text) == text
+
+
+# Runs that made a pattern backtrack over the rest of the text from every position (quadratic time):
+# the e-mail's local part over a...a, the gaps between a cue and its value over spaces, and neighbours.
+BACKTRACK_UNITS = ["a", "1", "a.", "-", "a@", "a@a.", "@a", " ", "1 ", "1-", "一", "１", "汉", "路", "号", "1号", "市区一",
+                   "地址 ", "订单号 ", "收件人 ", "QQ ", "微信 ", "vx ", "北京市朝阳区1"]
+
+
+def _time_ratio(f, short, long, repeats: int = 7) -> float:
+    """Best CPU time of `f(long)` over that of `f(short)`, measured alternately (this thread's CPU time: other
+    processes on a busy machine do not count)."""
+    best = {short: float("inf"), long: float("inf")}
+    for _ in range(repeats):
+        for arg in (short, long):
+            started = time.thread_time()
+            f(arg)
+            best[arg] = min(best[arg], time.thread_time() - started)
+    return best[long] / best[short]
+
+
+def test_mask_pii_time_grows_linearly_with_the_text():
+    """Twice the text takes at most about twice the time (3x allowed for noise), for every repeated unit."""
+    slow = {}
+    for unit in BACKTRACK_UNITS:
+        short, long = unit * (10_000 // len(unit)), unit * (20_000 // len(unit))
+        ratio = _time_ratio(mask_pii, short, long)
+        if ratio > 3:  # a busy machine can still slow one measurement; quadratic time is slow every time
+            ratio = min(ratio, _time_ratio(mask_pii, short, long))
+        if ratio > 3:
+            slow[unit] = round(ratio, 1)
+    assert slow == {}
+
+
+def test_masked_logging_masks_only_the_text_the_model_read(tiny_bundle, caplog):
+    """The log gets the cut text (max_text_chars), so masking a huge message costs no more than a short one."""
+    text = "a" * 50_000 + "13812345678"
+    with make_client(tiny_bundle, log_masked_text=True, max_text_chars=100, max_body_bytes=100_000) as c, \
+            caplog.at_level(logging.INFO, logger="kefu_router.serve.access"):
+        assert c.post("/v1/classify", json={"messages": [{"text": text}]}).status_code == 200
+        assert c.post("/v1/route", json={"turns": [{"role": "customer", "text": text}]}).status_code == 200
+    records = [r for r in caplog.records if r.name == "kefu_router.serve.access"][-2:]
+    assert [r.texts_masked for r in records] == [["a" * 100]] * 2
 
 
 # --- schemathesis: generated requests from the OpenAPI spec never get a 5xx --------------------------
