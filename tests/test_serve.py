@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.request import Request, urlopen
 
 import pytest
@@ -343,6 +344,49 @@ def test_a_failing_model_call_fails_its_requests_and_the_worker_keeps_going():
         return ok
 
     assert asyncio.run(main()) == ["fine"]
+
+
+def test_a_request_that_fails_its_batch_fails_alone_and_the_others_are_answered():
+    calls = []
+
+    def predict(msgs):
+        calls.append(list(msgs))
+        if "bad" in msgs:
+            raise RuntimeError("boom")
+        return [m.upper() for m in msgs]
+
+    async def main():
+        batcher = MicroBatcher(predict, max_batch_size=4, max_wait_ms=30_000)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.predict(job, timeout=30) for job in (["a"], ["bad", "b"], ["c", "d"])),
+                                        return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    a, bad, cd = asyncio.run(main())
+    assert a == ["A"] and cd == ["C", "D"] and isinstance(bad, RuntimeError)
+    assert calls[0] == ["a", "bad", "b", "c", "d"] and sorted(calls[1:]) == [["a"], ["bad", "b"], ["c", "d"]]
+
+
+def test_one_message_the_model_cannot_take_does_not_fail_the_requests_batched_with_it(tiny_bundle):
+    """Issue 13: one 700-character message plus 10 concurrent short requests in one batch all got 500."""
+    from kefu_router.predictor import Predictor
+
+    predictor = Predictor(tiny_bundle)
+    model_predict = predictor.predict
+
+    def predict(messages):  # stands in for a model whose position embeddings a long input overruns
+        if any(len(m.text) >= 700 for m in messages):
+            raise RuntimeError("indices element out of data bounds")
+        return model_predict(messages)
+
+    predictor.predict = predict
+    app = create_app(Settings(model=tiny_bundle, max_batch_size=11, max_wait_ms=1000), predictor=predictor)
+    bodies = [{"messages": [{"text": "在吗" * 350}]}] + [{"messages": [{"text": "什么时候发货"}]}] * 10
+    with TestClient(app, raise_server_exceptions=False) as c, ThreadPoolExecutor(len(bodies)) as pool:
+        statuses = list(pool.map(lambda body: c.post("/v1/classify", json=body).status_code, bodies))
+    assert statuses == [500] + [200] * 10
 
 
 def test_a_full_queue_answers_overloaded_instead_of_waiting():
