@@ -83,6 +83,19 @@ def test_route_uses_turn_text_to_keep_the_topic_through_acknowledgements(client)
     assert client.post("/v1/route", json={"turns": turns}).json()["aggregate"]["fillers"] == [2]
 
 
+def test_route_checks_fillers_on_the_cut_text_only(client, monkeypatch):
+    """Issue 13: the filler check walked a 1M-character text on the event loop (120 ms a request)."""
+    import kefu_router.routing
+
+    seen = []
+    is_filler = kefu_router.routing.is_filler
+    monkeypatch.setattr(kefu_router.routing, "is_filler", lambda text: seen.append(len(text)) or is_filler(text))
+    turns = [{"role": "customer", "text": "我要退货"}, {"role": "customer", "text": "好" * 20_000}]
+    r = client.post("/v1/route", json={"turns": turns})
+    assert r.status_code == 200 and r.json()["aggregate"]["fillers"] == [2]
+    assert seen == [4, 100]  # 100: the client's max_text_chars
+
+
 def test_route_answers_as_the_cli_does_for_the_same_conversation(client, tiny_bundle, tmp_path):
     """Both go through kefu_router.conversation: same messages, same predictions, same decision."""
     turns = [*ANGRY, {"role": "customer", "text": "好的"}, {"role": "agent", "text": "亲 马上给您处理"}, {"role": "customer", "text": "快点"}]
