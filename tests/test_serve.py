@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -141,6 +142,13 @@ def test_openapi_has_chinese_examples(client):
         ("/v1/classify", {"messages": [{"text": ""}]}, ["body", "messages", 0, "text"]),
         ("/v1/classify", {"messages": [{"text": " \n\t "}]}, ["body", "messages", 0, "text"]),
         ("/v1/route", {"turns": [{"role": "customer", "text": "   "}]}, ["body", "turns", 0, "text"]),
+        # only zero-width, format or control characters: as empty as whitespace (issue 13, item 9)
+        ("/v1/classify", {"messages": [{"text": "\u200b\u200b"}]}, ["body", "messages", 0, "text"]),
+        ("/v1/classify", {"messages": [{"text": "\x00\x01\x7f"}]}, ["body", "messages", 0, "text"]),
+        ("/v1/classify", {"messages": [{"text": "\u200d\ufeff\u2060\u00ad"}]}, ["body", "messages", 0, "text"]),
+        ("/v1/route", {"turns": [{"role": "customer", "text": "\u3000\u200e\u202e\U000e0020"}]}, ["body", "turns", 0, "text"]),
+        ("/v1/route", {"turns": [{"role": "customer", "text": "在吗", "ts": "2024-06-18"}]}, ["body", "turns", 0, "ts"]),
+        ("/v1/route", {"turns": [{"role": "customer", "text": "在吗", "ts": 1718676000000}]}, ["body", "turns", 0, "ts"]),
         ("/v1/classify", {"messages": [{"text": 123}]}, ["body", "messages", 0, "text"]),
         ("/v1/classify", {"messages": "这条裙子有L码吗"}, ["body", "messages"]),
         ("/v1/classify", {"messages": []}, ["body", "messages"]),
@@ -150,7 +158,8 @@ def test_openapi_has_chinese_examples(client):
         ("/v1/route", {"turns": [{"role": "agent", "text": "您好"}]}, ["body", "turns"]),
         ("/v1/route", {"turns": [{"role": "customer", "text": "在吗"}] * 9}, ["body", "turns"]),
         ("/v1/classify", {"messages": [{"text": "在吗"}] * 5}, ["body", "messages"]),
-        ("/v1/classify", {"messages": [{"text": "在吗", "context": [{"role": "agent", "text": "在"}] * 9}]}, ["body", "context"]),
+        ("/v1/classify", {"messages": [{"text": "在吗", "context": [{"role": "agent", "text": "在"}] * 9}]},
+         ["body", "messages", 0, "context"]),
         ("/v1/classify", [1, 2], ["body"]),
     ],
 )
@@ -174,15 +183,60 @@ def test_a_very_long_text_is_truncated_and_flagged(client):
     assert r.status_code == 200 and r.json()["predictions"][0]["truncated"] is True
 
 
-def test_invalid_json_gets_422(client):
-    r = client.post("/v1/route", content=b'{"turns": [', headers={"content-type": "application/json"})
-    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+@pytest.mark.parametrize("body, reason", [
+    (b'{"turns": [', "Expecting value"),
+    (b"[" * 20_000 + b"]" * 20_000, "nesting too deep"),  # was 400 "error parsing the body"
+    (b'{"turns": [{"role": "customer", "text": ' + b"1" * 5000 + b"}]}", "4300 digits"),  # likewise
+])
+def test_json_the_parser_cannot_take_gets_one_422_shape(client, body, reason):
+    r = client.post("/v1/route", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    [error] = r.json()["detail"]
+    assert error["type"] == "json_invalid" and error["loc"][0] == "body" and reason in error["msg"]
 
 
-def test_a_non_utf8_body_gets_400_saying_so(client):
-    body = '{"messages": [{"text": "在吗"}]}'.encode("gbk")[:-6] + "退货\"}]}".encode("gbk")
+@pytest.mark.parametrize("encoding", ["gbk", "utf-16", "utf-16-le", "utf-32"])
+def test_a_body_that_is_not_utf8_gets_400_saying_so(client, encoding):
+    """UTF-16 and UTF-32 too: Python's json detects and reads them, but JSON over HTTP is UTF-8 (RFC 8259)."""
+    body = '{"messages": [{"text": "在吗 退货"}]}'.encode(encoding)
     r = client.post("/v1/classify", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400 and "UTF-8" in r.json()["detail"]
+
+
+def test_a_utf8_body_with_a_bom_is_read(client):
+    body = '{"messages": [{"text": "在吗"}]}'.encode("utf-8-sig")
+    assert client.post("/v1/classify", content=body, headers={"content-type": "application/json"}).status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None])
+def test_a_body_that_is_not_declared_json_gets_415(client, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    r = client.post("/v1/classify", content='{"messages": [{"text": "在吗"}]}'.encode(), headers=headers)
+    assert r.status_code == 415 and "application/json" in r.json()["detail"]
+
+
+def test_json_content_types_are_read_as_json(client):
+    body = '{"messages": [{"text": "在吗"}]}'.encode()
+    for content_type in ("application/json; charset=utf-8", "application/merge-patch+json", "Application/JSON"):
+        assert client.post("/v1/classify", content=body, headers={"content-type": content_type}).status_code == 200
+
+
+def test_health_and_readiness_answer_head(client):
+    assert client.head("/healthz").status_code == 200 and client.head("/readyz").status_code == 200
+
+
+def test_openapi_states_the_limits_it_enforces(client):
+    """maxItems, minLength, not-blank pattern and maxLength in the schema, matching the client's settings."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    messages = schemas["ClassifyRequest"]["properties"]["messages"]
+    turns = schemas["RouteRequest"]["properties"]["turns"]
+    assert (messages["minItems"], messages["maxItems"], turns["minItems"], turns["maxItems"]) == (1, 4, 1, 8)
+    assert schemas["MessageIn"]["properties"]["context"]["maxItems"] == 8
+    assert turns["contains"] == {"type": "object", "properties": {"role": {"const": "customer"}}, "required": ["role"]}
+    for text in (schemas["MessageIn"]["properties"]["text"], schemas["Turn"]["properties"]["text"]):
+        assert text["minLength"] == 1 and text["maxLength"] == 100_000
+        pattern = re.compile(text["pattern"])
+        assert not any(pattern.search(t) for t in ("", " \t\n", "\u200b\ufeff", "\x00")) and pattern.search(" 在 ")
 
 
 def test_a_huge_body_gets_413_from_its_content_length(client):
@@ -202,6 +256,13 @@ def test_unknown_paths_and_methods_are_4xx(client):
 
 
 # --- auth -----------------------------------------------------------------------------------------
+
+def test_the_api_key_is_checked_before_the_body_is_read(tiny_bundle):
+    with make_client(tiny_bundle, api_key="s3cret") as c:
+        for body, content_type in ((b'{"messages": [', "application/json"), (b"\xff\xfe{", "application/json"),
+                                   (b"text=1", "application/x-www-form-urlencoded")):
+            assert c.post("/v1/classify", content=body, headers={"content-type": content_type}).status_code == 401
+
 
 def test_api_key_is_required_on_v1_when_set_and_health_stays_open(tiny_bundle):
     with make_client(tiny_bundle, api_key="s3cret") as c:
@@ -527,28 +588,42 @@ def test_masked_logging_masks_only_the_text_the_model_read(tiny_bundle, caplog):
     assert [r.texts_masked for r in records] == [["a" * 100]] * 2
 
 
-# --- schemathesis: generated requests from the OpenAPI spec never get a 5xx --------------------------
+# --- schemathesis: the service keeps the contract its OpenAPI schema states --------------------------
 
-def test_generated_requests_from_the_openapi_spec_never_get_a_server_error(tiny_bundle):
-    """Valid and invalid requests for every operation (30 each, fixed seed); any 5xx fails the test."""
+def test_generated_requests_pass_every_schemathesis_check(tiny_bundle):
+    """Valid and invalid requests for every operation (bounded examples, fixed seed), every built-in check on:
+    no 5xx, status codes, content types, headers and bodies as documented, schema-valid requests accepted
+    (positive_data_acceptance), schema-invalid ones rejected, the API key not ignored."""
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import CHECKS, load_all_checks
     from schemathesis.generation import GenerationMode
 
-    app = create_app(Settings(model=tiny_bundle, max_turns=8, api_key="k"))
+    load_all_checks()
+    checks = [check for check in CHECKS.get_all() if callable(check) and not isinstance(check, type)]
+    app = create_app(Settings(model=tiny_bundle, max_turns=4, max_messages=4, max_text_chars=50,
+                              max_body_bytes=20_000, api_key="k"))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures = []
     for result in schema.get_all_operations():
         operation = result.ok()
-        has_body = operation.method.upper() == "POST"  # GETs take no input that could be made invalid
+        has_body = operation.method.upper() == "POST"  # the others take no input that could be made invalid
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if has_body else (GenerationMode.POSITIVE,):
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=30, deadline=None, derandomize=True, database=None,
+            @settings(max_examples=40, deadline=None, derandomize=True, database=None,
                       suppress_health_check=list(HealthCheck))
             def call(case):
-                response = case.call(headers={"X-API-Key": "k"})
-                if response.status_code >= 500:
-                    failures.append(f"{operation.label} {mode}: {response.status_code} for {case.body!r}")
+                case.call_and_validate(headers={"X-API-Key": "k"}, checks=checks)
 
-            call()
-    assert failures == []
+            try:
+                call()
+            except Exception as exc:  # hypothesis has shrunk it to a small failing request
+                failures.append(f"{operation.label} {mode.value}: {exc}")
+    assert failures == [], "\n\n".join(failures)
+
+
+def test_the_schema_declares_the_api_key_only_when_one_is_set(tiny_bundle):
+    for key, declared in ((None, False), ("k", True)):
+        spec = create_app(Settings(model=tiny_bundle, api_key=key)).openapi()
+        assert ("securitySchemes" in spec.get("components", {})) is declared
+        assert ("security" in spec["paths"]["/v1/route"]["post"]) is declared
