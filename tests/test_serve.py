@@ -320,7 +320,21 @@ def test_serve_command_fails_with_a_clear_message_on_a_bad_bundle(bundle_copy, b
     assert result.output.startswith("error: ") and message in result.output and "Traceback" not in result.output
 
 
-def test_serve_command_runs_the_predictor_its_settings_describe(tiny_bundle, monkeypatch):
+@pytest.fixture
+def restore_logging():
+    """`serve` configures the process's logging (a root handler on the stderr of the moment, level INFO). Left in
+    place, that handler outlives pytest's captured stderr, and the next INFO record (py4j's at interpreter exit)
+    ends the run with a '--- Logging error ---' traceback."""
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved = [(logger, logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    yield
+    for logger, handlers, level, propagate in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def test_serve_command_runs_the_predictor_its_settings_describe(tiny_bundle, monkeypatch, restore_logging):
     served = {}
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: served.update(app=app, **kwargs))
     monkeypatch.setenv("KEFU_ROUTER_SPINNING", "false")
