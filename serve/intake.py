@@ -21,19 +21,20 @@ from typing import Any, Callable, Coroutine
 
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 JSON_TYPES = "application/json or application/*+json"
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's API key")
+bearer = HTTPBearer(auto_error=False, description="the API key as a Bearer token")
 
 
-def check_api_key(request: Request) -> None:
+async def check_api_key(request: Request) -> None:
     """Raise 401 unless the service has no key or the request carries it (X-API-Key or Authorization: Bearer)."""
     expected = request.app.state.service.settings.api_key
     if expected is None:
         return
-    given = request.headers.get("x-api-key", "")
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if not given and scheme.lower() == "bearer":
-        given = credentials.strip()
+    token = await bearer(request)
+    given = await api_key_header(request) or (token.credentials if token else "")
     if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
         raise HTTPException(401, "missing or wrong API key (send X-API-Key or Authorization: Bearer)",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -81,7 +82,7 @@ class CheckedRoute(APIRoute):
         has_body = self.body_field is not None
 
         async def checked(request: Request) -> Response:
-            check_api_key(request)
+            await check_api_key(request)
             content_type = request.headers.get("content-type", "")
             if has_body and not is_json_content_type(content_type):
                 declared = f"content type {content_type!r} is not JSON" if content_type else "no content type"

@@ -15,14 +15,14 @@ from typing import Annotated, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from kefu_router.conversation import Conversation, cut_message
 from kefu_router.labels import schema_dict
 from kefu_router.privacy import mask_pii
-from kefu_router.serve.intake import CheckedRoute
+from kefu_router.serve.intake import CheckedRoute, api_key_header, bearer
 from kefu_router.serve.schemas import (
     ClassifyResponse,
     MessagePrediction,
@@ -33,10 +33,6 @@ from kefu_router.serve.schemas import (
 )
 from kefu_router.serve.settings import Settings
 
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's API key")
-_bearer = HTTPBearer(auto_error=False, description="the API key as a Bearer token")
-
-
 # Dependencies are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thread
 # hop per request that showed up in profiles under load.
 async def service(request: Request):
@@ -44,8 +40,8 @@ async def service(request: Request):
 
 
 async def declare_api_key(
-    key: Annotated[Optional[str], Security(_api_key)],
-    bearer: Annotated[Optional[HTTPAuthorizationCredentials], Security(_bearer)],
+    key: Annotated[Optional[str], Security(api_key_header)],
+    token: Annotated[Optional[HTTPAuthorizationCredentials], Security(bearer)],
 ) -> None:
     """Puts the API key schemes into the OpenAPI schema; CheckedRoute checks the key, before the body is read."""
 
