@@ -7,10 +7,10 @@
 Every customer turn with text is a model input, read with all the turns before it
 (customer and agent) as context, as in training; the bundle keeps the last
 `max_context_turns` of them (kefu_router.text.encode). `max_chars` cuts every text
-to that many characters for the model (a message keeps its head and tail, a context turn its
-end, nearest the message) (the service's MAX_TEXT_CHARS) and
-`truncated` flags the inputs that were cut; the router still gets each turn's
-full text, with which it recognises fillers such as 好的 or 在吗.
+to that many characters for the model (the service's MAX_TEXT_CHARS; a message keeps its head and
+tail, a context turn its end, nearest the message) and `truncated` flags the inputs that were cut.
+The router gets each turn's text as the model read it (cut), with which it recognises fillers such
+as 好的 or 在吗: a megabyte of text costs the filler check no more than `max_chars` characters.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Conversation:
         return cls(turns, customer, messages, truncated)
 
     def route(self, router: Router, predictions: Sequence[dict]) -> RouteDecision:
-        """Route the predictions of `messages` (same order), each with its turn's full text."""
+        """Route the predictions of `messages` (same order), each with its text as cut to `max_chars`."""
         if len(predictions) != len(self.customer):
             raise ValueError(f"{len(predictions)} predictions for {len(self.customer)} customer turns")
-        return router.route([{**pred, "text": self.turns[i][1]} for pred, i in zip(predictions, self.customer)])
+        return router.route([{**pred, "text": message.text} for pred, message in zip(predictions, self.messages)])

@@ -115,7 +115,7 @@ def _jsonl_records(reader: Reader, skip: int) -> Iterator[Record]:
             try:
                 row = json.loads(line.lstrip("\ufeff") if lineno == 1 else line)
             except json.JSONDecodeError as exc:
-                yield Record(lineno, None, ("bad_json", f"invalid JSON ({exc.msg} at column {exc.colno})"), line.rstrip("\r\n"))
+                yield Record(lineno, None, ("bad_json", f"invalid JSON ({exc.msg}: column {exc.colno})"), line.rstrip("\r\n"))
                 continue
             if not isinstance(row, dict):
                 yield Record(lineno, None, ("not_object", f"row must be a JSON object, got {type(row).__name__}"), line.rstrip("\r\n"))

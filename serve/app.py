@@ -18,17 +18,15 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Optional, Sequence
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kefu_router.predictor import Predictor
 from kefu_router.routing import Router
 from kefu_router.serve.batcher import MicroBatcher, Overloaded
 from kefu_router.serve.observability import Metrics, ServiceMiddleware
-from kefu_router.serve.routes import health, v1
+from kefu_router.serve.routes import health, v1_router
 from kefu_router.serve.settings import Settings
 from kefu_router.text import Message
 
@@ -122,7 +120,7 @@ def create_app(
     )
     app.state.service = svc
     app.include_router(health)
-    app.include_router(v1)
+    app.include_router(v1_router(settings))
     app.add_middleware(ServiceMiddleware, metrics=svc.metrics, max_body_bytes=settings.max_body_bytes)
 
     @app.exception_handler(Overloaded)
@@ -133,14 +131,14 @@ def create_app(
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default echoes each bad input back, which fails to encode for lone surrogates
         # and can return customer text; field, reason and error type are enough.
-        detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"].removeprefix("Value error, ")}
-                  for e in exc.errors()]
-        return JSONResponse({"detail": detail}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI only says "error parsing the body"
-            exc = HTTPException(400, f"request body is not valid UTF-8 JSON ({exc.__cause__.reason})")
-        return await http_exception_handler(request, exc)
+        return JSONResponse({"detail": [_error(e) for e in exc.errors()]}, status_code=422)
 
     return app
+
+
+def _error(e: dict) -> dict:
+    """One validation error as the API reports it: type, where, and why (the JSON parser's reason included)."""
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "json_invalid" and e.get("ctx", {}).get("error"):
+        msg = f"{msg}: {e['ctx']['error']}"
+    return {"type": e["type"], "loc": list(e["loc"]), "msg": msg}

@@ -7,7 +7,9 @@ are collected or `max_wait_ms` has passed since that oldest request arrived
 load batches leave at once). The batch runs in a single inference thread, so
 the event loop keeps accepting requests and onnxruntime keeps all cores for
 one run. With batching off the same worker runs each request on its own,
-which is the baseline the benchmark compares against.
+which is the baseline the benchmark compares against. When a batched run
+fails, each of its requests runs again on its own, so one request the model
+cannot take fails alone and the others are answered.
 
 Left out: several inference threads (on a small CPU box one run at a time
 using every core is faster) and priority between endpoints.
@@ -106,24 +108,46 @@ class MicroBatcher:
         return jobs
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             jobs = await self._gather()
-            messages = [m for job in jobs for m in job.messages]
-            self._queued -= len(messages)
-            started = time.perf_counter()
+            self._queued -= sum(len(job.messages) for job in jobs)
             try:
-                results = await loop.run_in_executor(self._executor, self._predict, messages)
+                results = await self._run_batch([m for job in jobs for m in job.messages])
             except Exception as exc:  # a failed run fails its requests, never the worker
-                log.exception("inference failed", extra={"batch_size": len(messages)})
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                log.exception("inference failed", extra={"batch_size": sum(len(job.messages) for job in jobs)})
+                if len(jobs) > 1:
+                    await self._run_alone(jobs)  # find the request that broke it; answer the others
+                else:
+                    self._fail(jobs[0], exc)
                 continue
-            self._on_batch(len(messages), time.perf_counter() - started)
             offset = 0
             for job in jobs:
                 n = len(job.messages)
-                if not job.future.done():  # the client may have gone away
-                    job.future.set_result(results[offset : offset + n])
+                self._answer(job, results[offset : offset + n])
                 offset += n
+
+    async def _run_batch(self, messages: list) -> list:
+        started = time.perf_counter()
+        results = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, messages)
+        self._on_batch(len(messages), time.perf_counter() - started)
+        return results
+
+    async def _run_alone(self, jobs: list[_Job]) -> None:
+        """Each request of a failed batch in a run of its own: only the requests that fail alone fail."""
+        for job in jobs:
+            if job.future.done():  # the client has gone away
+                continue
+            try:
+                self._answer(job, await self._run_batch(list(job.messages)))
+            except Exception as exc:
+                self._fail(job, exc)
+
+    @staticmethod
+    def _answer(job: _Job, results: list) -> None:
+        if not job.future.done():  # the client may have gone away
+            job.future.set_result(results)
+
+    @staticmethod
+    def _fail(job: _Job, exc: Exception) -> None:
+        if not job.future.done():
+            job.future.set_exception(exc)

@@ -1,75 +1,148 @@
 """Request and response models of the HTTP API, with Chinese examples for the OpenAPI docs.
 
-Validation here turns every malformed request into a 422 naming the field:
-blank text, unknown role, wrong type, too many messages or turns (the
-per-request limits are checked in the routes, where settings are known).
-Prediction fields mirror `Predictor.predict`; the playbook and the aggregate
-are the routing module's own models.
+The request models are built per service by `request_models(settings)`, so the
+OpenAPI schema states every limit the service enforces and a request the schema
+allows is a request the service accepts:
+- a text has at least one visible character (`minLength` 1 and `pattern`: not only
+  whitespace, control or format (zero-width) characters) and valid Unicode (no lone
+  surrogates); its `maxLength` is the body limit: longer texts than `max_text_chars`
+  are cut and flagged `truncated`, never rejected for their length;
+- `maxItems`: `max_messages` messages, `max_turns` turns and context turns;
+- a conversation for /v1/route `contains` a customer turn (checked in the route).
+Every malformed request gets a 422 naming the field. Prediction fields mirror
+`Predictor.predict`; the playbook and the aggregate are the routing module's own models.
 """
 
-from __future__ import annotations
-
+import functools
+import re
+import sys
+import unicodedata
 from datetime import datetime
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from kefu_router.labels import ROLES
 from kefu_router.playbooks import Playbook, TraitLabel
 from kefu_router.routing import ConversationSignals
+from kefu_router.serve.settings import Settings
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
+BLANK_CATEGORIES = ("Cc", "Cf", "Zs", "Zl", "Zp")  # controls, formats (zero-width, BOM, bidi marks), spaces
 
 
-def _usable_text(text: str) -> str:
-    if not text.strip():
-        raise ValueError("text is empty or whitespace")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text contains a lone surrogate and is not valid Unicode") from None
+@functools.cache
+def visible_character() -> re.Pattern:
+    """One character outside BLANK_CATEGORIES and whitespace, as this Python's Unicode database has them.
+
+    Its pattern is both the validator (a text must contain a match) and the OpenAPI `pattern`.
+    Built once per process by scanning every code point (about 0.2 s).
+    """
+    blank = [ord(c) for c in map(chr, range(sys.maxunicode + 1))
+             if c.isspace() or (not c.isprintable() and unicodedata.category(c) in BLANK_CATEGORIES)]
+    ranges: list[list[int]] = []
+    for code in blank:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    spans = (re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+    return re.compile(f"[^{''.join(spans)}]")
+
+
+def _valid_unicode(value):
+    """Before pydantic's own string checks, which would call a lone surrogate only 'not a valid string'."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text contains a lone surrogate and is not valid Unicode") from None
+    return value
+
+
+def _visible(text: str) -> str:
+    if not visible_character().search(text):
+        raise ValueError("text is empty or only whitespace, control or zero-width characters")
     return text
 
 
-class Turn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Role = Field(description="customer (买家) or agent (客服)")
-    text: str = Field(description="message text; longer than the service's limit is cut and flagged")
-    ts: Optional[datetime] = Field(None, description="send time, ISO 8601 or Unix seconds (accepted, not used yet)")
-
-    _check_text = field_validator("text")(_usable_text)
+def _text(max_chars: int, description: str):
+    return Annotated[str, Field(min_length=1, max_length=max_chars, description=description,
+                                json_schema_extra={"pattern": visible_character().pattern}),
+                     BeforeValidator(_valid_unicode), AfterValidator(_visible)]
 
 
-class MessageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(description="the message to classify")
-    context: list[Turn] = Field(default_factory=list, description="earlier turns, oldest first")
-
-    _check_text = field_validator("text")(_usable_text)
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})")
+UNIX_SECONDS = 2e10  # pydantic reads larger numbers as milliseconds: the limit keeps "Unix seconds" true
 
 
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"messages": [{"text": "这条裙子有L码吗"}]},
-                {
-                    "messages": [
-                        {
-                            "text": "怎么还没到 明天就要用啊",
-                            "context": [
-                                {"role": "customer", "text": "我的快递到哪了"},
-                                {"role": "agent", "text": "亲，包裹已到杭州中转站"},
-                            ],
-                        },
-                        {"text": "能便宜点吗 别家更便宜"},
-                    ]
-                },
-            ]
-        },
-    )
-    messages: list[MessageIn] = Field(min_length=1, description="one or many messages")
+def _timestamp(value):
+    """Only the two forms the schema names reach pydantic's datetime parsing (it also takes dates, numeric strings...)."""
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("expected an RFC 3339 date-time such as 2024-06-18T10:00:00+08:00, or Unix seconds")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > UNIX_SECONDS:
+        raise ValueError(f"Unix seconds must lie within ±{UNIX_SECONDS:.0e}")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp), WithJsonSchema({"anyOf": [
+    {"type": "string", "format": "date-time"}, {"type": "number", "minimum": -UNIX_SECONDS, "maximum": UNIX_SECONDS}]})]
+
+_CLASSIFY_EXAMPLES = [
+    {"messages": [{"text": "这条裙子有L码吗"}]},
+    {
+        "messages": [
+            {
+                "text": "怎么还没到 明天就要用啊",
+                "context": [
+                    {"role": "customer", "text": "我的快递到哪了"},
+                    {"role": "agent", "text": "亲，包裹已到杭州中转站"},
+                ],
+            },
+            {"text": "能便宜点吗 别家更便宜"},
+        ]
+    },
+]
+_ROUTE_EXAMPLES = [
+    {
+        "conversation_id": "c-20240618-0001",
+        "turns": [
+            {"role": "customer", "text": "我买的杯子收到就是碎的"},
+            {"role": "agent", "text": "亲，非常抱歉，麻烦发一下照片"},
+            {"role": "customer", "text": "什么破东西 我要投诉你们"},
+        ],
+    }
+]
+_HAS_CUSTOMER_TURN = {"contains": {"type": "object", "properties": {"role": {"const": "customer"}}, "required": ["role"]}}
+
+
+def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]]:
+    """(ClassifyRequest, RouteRequest) with the limits of these settings, in validation and in the schema."""
+    cut = f"longer than {settings.max_text_chars} characters is cut and flagged `truncated`"
+
+    class Turn(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        role: Role = Field(description="customer (买家) or agent (客服)")
+        text: _text(settings.max_body_bytes, f"message text; {cut}")
+        ts: Optional[Timestamp] = Field(None, description="send time, RFC 3339 (ISO 8601) or Unix seconds (accepted, not used yet)")
+
+    class MessageIn(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        text: _text(settings.max_body_bytes, f"the message to classify; {cut}")
+        context: list[Turn] = Field(default_factory=list, max_length=settings.max_turns,
+                                    description="earlier turns, oldest first")
+
+    class ClassifyRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": _CLASSIFY_EXAMPLES})
+        messages: list[MessageIn] = Field(min_length=1, max_length=settings.max_messages, description="one or many messages")
+
+    class RouteRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": _ROUTE_EXAMPLES})
+        conversation_id: Optional[str] = Field(None, max_length=200)
+        turns: list[Turn] = Field(min_length=1, max_length=settings.max_turns, json_schema_extra=_HAS_CUSTOMER_TURN,
+                                  description="the conversation, oldest first; needs a customer turn")
+
+    return ClassifyRequest, RouteRequest
 
 
 class HeadPrediction(BaseModel):
@@ -96,26 +169,6 @@ class MessagePrediction(BaseModel):
 class ClassifyResponse(BaseModel):
     model_version: str
     results: list[MessagePrediction]
-
-
-class RouteRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "conversation_id": "c-20240618-0001",
-                    "turns": [
-                        {"role": "customer", "text": "我买的杯子收到就是碎的"},
-                        {"role": "agent", "text": "亲，非常抱歉，麻烦发一下照片"},
-                        {"role": "customer", "text": "什么破东西 我要投诉你们"},
-                    ],
-                }
-            ]
-        },
-    )
-    conversation_id: Optional[str] = Field(None, max_length=200)
-    turns: list[Turn] = Field(min_length=1, description="the conversation, oldest first; needs a customer turn")
 
 
 class TurnPrediction(MessagePrediction):

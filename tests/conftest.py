@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,23 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures"
 MINI_DATA = FIXTURES / "mini.jsonl"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.fixture(autouse=True)
+def no_logging_left_configured():
+    """Fail a test that leaves handlers on the root logger or changes its level (pytest's own handlers aside).
+
+    Such a handler holds the stderr of that moment, pytest's capture, which is closed by the time the
+    interpreter exits; the next record (py4j's INFO at exit) then ends the run with '--- Logging error ---'.
+    """
+    root = logging.getLogger()
+
+    def state():
+        return [h for h in root.handlers if not type(h).__module__.startswith("_pytest")], root.level
+
+    before = state()
+    yield
+    assert state() == before, "the test left the root logger configured: restore it (see tests/test_serve.py restore_logging)"
 
 
 def build_tiny_bert(root: Path, texts: list[str]) -> Path:

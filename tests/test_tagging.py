@@ -254,6 +254,8 @@ def test_rejects_have_line_and_reason_and_nothing_is_dropped(tmp_path, predictor
         (2, "no_text"), (3, "no_text"), (4, "not_text"), (5, "bad_json"), (6, "not_object"), (7, "bad_role"), (10, "undecodable")
     ]
     assert rejects[2]["row"] == {"id": "int", "text": 42} and "半截" in rejects[3]["raw"]
+    # json's own wording ends in "at" ("Unterminated string starting at"): no "at at column" (issue 13, item 10)
+    assert rejects[3]["message"] == "invalid JSON (Invalid control character at: column 29)"
     assert summary.rejected_by_reason == {"bad_json": 1, "bad_role": 1, "no_text": 2, "not_object": 1, "not_text": 1, "undecodable": 1}
     out = read_rows(tmp_path / "out.jsonl")
     assert [r[LINE_COLUMN] for r in out] == [1, 9]
