@@ -19,6 +19,7 @@ import torch
 
 from kefu_router.bundle import ONNX_FILES, write_bundle_files
 from kefu_router.labels import CUSTOMER_TYPE, HEADS
+from kefu_router.predictor import POSITIONS_KEY
 from kefu_router.text import encode, pad
 from kefu_router.training.data import to_messages
 
@@ -47,6 +48,15 @@ def export_onnx(model, path: Path) -> None:
             OnnxWrapper(model).eval(), (dummy, mask, torch.zeros_like(dummy)), str(path), dynamo=False,
             input_names=list(INPUTS), output_names=[h.name for h in HEADS], dynamic_axes=axes, opset_version=OPSET,
         )
+
+
+def stamp_positions(path: Path, positions: int) -> None:
+    """Record the graph's position-embedding count in its ONNX metadata (kefu_router.predictor.check_graph reads it)."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    onnx.helper.set_model_props(graph, {**{p.key: p.value for p in graph.metadata_props}, POSITIONS_KEY: str(positions)})
+    onnx.save(graph, str(path))
 
 
 def quantize(fp32: Path, int8: Path) -> None:
@@ -100,6 +110,8 @@ def export(
     out.mkdir(parents=True)
     export_onnx(model, out / ONNX_FILES["fp32"])
     quantize(out / ONNX_FILES["fp32"], out / ONNX_FILES["int8"])
+    for name in ONNX_FILES.values():
+        stamp_positions(out / name, model.config.max_position_embeddings)
     tokenizer.save(str(out / "tokenizer.json"))
 
     thresholds = run.fitted[CUSTOMER_TYPE.name]
