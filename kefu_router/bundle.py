@@ -1,7 +1,7 @@
 """The exported model bundle: one directory that the runtime needs and nothing else.
 
     model.onnx         fp32 graph, dynamic batch and sequence axes
-    model.int8.onnx    dynamically quantised copy (the default at runtime)
+    model.int8.onnx    statically quantised copy (the default at runtime; same result in any batch)
     tokenizer.json     `tokenizers` file
     schema.json        label ids in logit order (kefu_router.labels.schema_dict)
     thresholds.json    per-trait decision thresholds for customer_type and, when fitted, the
