@@ -1,25 +1,29 @@
 """The exported model bundle: one directory that the runtime needs and nothing else.
 
     model.onnx         fp32 graph, dynamic batch and sequence axes
-    model.int8.onnx    dynamically quantised copy (the default at runtime)
+    model.int8.onnx    statically quantised copy (the default at runtime; same result in any batch)
     tokenizer.json     `tokenizers` file
     schema.json        label ids in logit order (kefu_router.labels.schema_dict)
     thresholds.json    per-trait decision thresholds for customer_type and, when fitted, the
                        softmax temperatures of emotion and intent (1 when absent)
     metadata.json      format, version, base model, data fingerprint, input limits, metrics, parity
+
+`load_bundle` checks each JSON file against its pydantic model (kefu_router.bundle_files) and the
+schema against the installed labels; `Predictor` checks the graph's outputs and token limit.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kefu_router.labels import CUSTOMER_TYPE, HEADS, schema_dict, schema_digest
+from pydantic import BaseModel, ValidationError
 
-BUNDLE_FORMAT = 1
+from kefu_router.bundle_files import BUNDLE_FORMAT, MetadataFile, SchemaFile, ThresholdsFile, problems
+from kefu_router.labels import schema_dict, schema_digest
+
 FILES = ("tokenizer.json", "schema.json", "thresholds.json", "metadata.json")
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 MODEL_ENV = "KEFU_ROUTER_MODEL"
@@ -69,7 +73,7 @@ def resolve_bundle_path(path: str | os.PathLike | None) -> Path:
     return DEFAULT_BUNDLE
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -78,8 +82,19 @@ def _read_json(path: Path) -> dict:
         raise BundleError(f"bundle file is not valid JSON: {path} ({exc})") from None
 
 
+def _validated(root: Path, name: str, model: type[BaseModel]) -> BaseModel:
+    try:
+        return model.model_validate(_read_json(root / name))
+    except ValidationError as exc:
+        raise BundleError(f"bundle {root}: {name}: {problems(exc)}") from None
+
+
 def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
-    """Read and check a bundle's metadata; the ONNX graph itself is opened by the predictor."""
+    """Read a bundle and check its JSON files (kefu_router.bundle_files); the predictor opens and checks the graph.
+
+    Raises BundleError, with one line naming the file and field, for a bundle that is missing,
+    incomplete, not valid JSON, fails its file models, or was made for other labels.
+    """
     root = resolve_bundle_path(path)
     if not root.is_dir():
         hint = "" if path else f" (set {MODEL_ENV} or pass a model directory)"
@@ -87,30 +102,19 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
     missing = [name for name in FILES if not (root / name).is_file()]
     if missing:
         raise BundleError(f"model bundle {root} is incomplete: missing {', '.join(missing)}")
-    metadata = _read_json(root / "metadata.json")
-    schema = _read_json(root / "schema.json")
-    thresholds = _read_json(root / "thresholds.json")
-    if metadata.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"bundle {root} has format {metadata.get('format')!r}; this version reads {BUNDLE_FORMAT}")
-    if schema_digest(schema) != schema_digest(schema_dict()):
+    metadata = _validated(root, "metadata.json", MetadataFile)
+    schema = _validated(root, "schema.json", SchemaFile).model_dump()
+    thresholds = _validated(root, "thresholds.json", ThresholdsFile)
+    digest, installed = schema_digest(schema), schema_digest(schema_dict())
+    if digest != installed:
         raise BundleError(
-            f"bundle {root} was trained for other labels (schema {schema_digest(schema)}, "
-            f"installed {schema_digest(schema_dict())}); retrain or install the matching kefu-router"
+            f"bundle {root} was trained for other labels (schema.json digest {digest}, "
+            f"installed {installed}); retrain or install the matching kefu-router"
         )
-    traits = thresholds.get("customer_type", {})
-    if set(traits) != set(CUSTOMER_TYPE.labels):
-        raise BundleError(f"bundle {root}: thresholds.json must give one threshold per customer_type trait")
-    for key in ("max_length", "max_context_turns"):
-        if not isinstance(metadata.get(key), int):
-            raise BundleError(f"bundle {root}: metadata.json lacks integer {key!r}")
-    temperatures = thresholds.get("temperature", {})
-    softmax_heads = {h.name for h in HEADS if not h.multi_label}
-    if not isinstance(temperatures, dict) or not set(temperatures) <= softmax_heads or not all(
-        isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in temperatures.values()
-    ):
-        raise BundleError(f"bundle {root}: thresholds.json 'temperature' must map {sorted(softmax_heads)} to positive numbers")
-    return Bundle(root, metadata, schema, {t: float(v) for t, v in traits.items()},
-                  {h: float(t) for h, t in temperatures.items()})
+    if metadata.schema_digest not in (None, digest):
+        raise BundleError(f"bundle {root}: metadata.json: schema_digest {metadata.schema_digest!r} does not match schema.json ({digest})")
+    temperatures = {h: t for h, t in thresholds.temperature.model_dump().items() if t is not None}
+    return Bundle(root, metadata.model_dump(), schema, thresholds.customer_type.model_dump(), temperatures)
 
 
 def write_bundle_files(root: Path, metadata: dict, thresholds: dict[str, float],

@@ -291,6 +291,8 @@ def tag(
     rejects: Optional[Path] = typer.Option(None, help="rejected rows with line and reason (default: OUTPUT stem + .rejects.jsonl)"),
     batch_size: int = typer.Option(64, help="messages per model call"),
     chunk_size: int = typer.Option(10_000, help="rows read, tagged and committed at a time"),
+    encoding: str = typer.Option("auto", help="text encoding of a .jsonl/.csv INPUT, e.g. gb18030 or gbk; auto: detect"),
+    max_reject_rate: float = typer.Option(0.05, min=0.0, max=1.0, help="exit 1 when a larger share of rows is rejected"),
 ):
     """Tag a file of chats in streaming chunks; resumable; rejected rows are listed, never dropped."""
     _setup_logging()
@@ -299,7 +301,7 @@ def tag(
     columns = ColumnNames(text_col, conversation_col, role_col, order_col)
     try:
         summary = tag_file(input_path, output, columns=columns, model=model, no_text=no_text, batch_size=batch_size,
-                           chunk_size=chunk_size, resume=resume, overwrite=overwrite, rejects_path=rejects)
+                           chunk_size=chunk_size, resume=resume, overwrite=overwrite, rejects_path=rejects, encoding=encoding)
     except (_user_errors() + (TaggingError,)) as exc:
         fail(str(exc))
     except OSError as exc:  # disk full, permissions: committed chunks are kept
@@ -307,6 +309,10 @@ def tag(
     typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False))
     if summary.rows and summary.rejected_by_reason.get("no_text") == summary.rows:
         typer.secho(f"warning: no row had text in column {text_col!r}; is --text-col right?", err=True, fg=typer.colors.YELLOW)
+    if summary.reject_rate > max_reject_rate:
+        reasons = ", ".join(f"{k} {v}" for k, v in summary.rejected_by_reason.items())
+        fail(f"{summary.rejected} of {summary.rows} rows rejected ({summary.reject_rate:.1%}; {reasons}), more than "
+             f"--max-reject-rate {max_reject_rate:g}; input read as {summary.encoding or 'Parquet'}; see {summary.rejects}")
 
 
 @app.command()

@@ -78,8 +78,8 @@ def schema_dict() -> dict:
 
 
 def schema_digest(schema: dict | None = None) -> str:
-    """A short stable digest of the label ids and their order (Chinese names excluded)."""
-    schema = schema or schema_dict()
+    """A short stable digest of the label ids and their order (Chinese names excluded); None: the installed schema."""
+    schema = schema_dict() if schema is None else schema
     ids = {name: [schema[name]["labels"], schema[name]["multi_label"]] for name in sorted(schema)}
     return hashlib.sha256(json.dumps(ids, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -18,6 +18,7 @@ from kefu_router.labels import CUSTOMER_TYPE, EMOTION, HEADS, INTENT, Head
 from kefu_router.text import Message, encode, pad, prepare_tokenizer
 
 MessageLike = Union[str, Message]
+POSITIONS_KEY = "max_position_embeddings"  # ONNX metadata entry: the longest input the graph accepts, in tokens
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -39,7 +40,10 @@ def head_probabilities(head: Head, logits: np.ndarray, temperatures: dict[str, f
 
 
 class Predictor:
-    """Loads a bundle once; `predict` is safe to call from several threads."""
+    """Loads a bundle once; `predict` is safe to call from several threads.
+
+    Raises BundleError (one line naming the file and field) for a bundle that fails its checks.
+    """
 
     def __init__(
         self,
@@ -67,6 +71,7 @@ class Predictor:
         self.precision = precision
         self.pad_id = self.tokenizer.token_to_id("[PAD]")
         self._input_names = {i.name for i in self.session.get_inputs()}
+        check_graph(self.session, self.bundle, path.name)
         self._thresholds = np.array([self.bundle.thresholds[t] for t in CUSTOMER_TYPE.labels], dtype=np.float32)
 
     @property
@@ -99,6 +104,32 @@ class Predictor:
 
     def predict_one(self, text: str, context: Iterable[tuple[str, str]] | None = None) -> dict:
         return self.predict([Message.of(text, context)])[0]
+
+
+def check_graph(session: ort.InferenceSession, bundle: Bundle, name: str) -> None:
+    """Raise BundleError unless the graph gives one logit per label of each head and takes `max_length` tokens.
+
+    The token limit is the graph's own `max_position_embeddings` entry (written by export); a graph
+    without one is probed with a single input of `max_length` tokens.
+    """
+    where = f"bundle {bundle.path}"
+    shapes = {o.name: o.shape for o in session.get_outputs()}
+    for head in HEADS:
+        if head.name not in shapes or shapes[head.name][-1] != head.size:
+            raise BundleError(f"{where}: {name}: output {head.name!r} must give {head.size} logits, the graph gives {shapes.get(head.name)}")
+    limit = session.get_modelmeta().custom_metadata_map.get(POSITIONS_KEY)
+    if limit is not None:
+        if not limit.isdigit() or bundle.max_length > int(limit):
+            raise BundleError(f"{where}: metadata.json: max_length {bundle.max_length} exceeds the {limit} position embeddings of {name}")
+        return
+    ids = np.ones((1, bundle.max_length), dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": ids, "token_type_ids": np.zeros_like(ids)}
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the failure is reported below, not logged by onnxruntime
+    try:
+        session.run(None, {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}}, quiet)
+    except Exception:  # onnxruntime raises its own types: too few position embeddings for this length
+        raise BundleError(f"{where}: metadata.json: max_length {bundle.max_length} is more tokens than {name} accepts") from None
 
 
 def format_prediction(probs: dict[str, np.ndarray], thresholds: np.ndarray) -> dict:

@@ -47,6 +47,7 @@ import pyarrow as pa
 
 from kefu_router import tagging_parts as parts
 from kefu_router.labels import CUSTOMER_TYPE, EMOTION, HEADS, INTENT, ROLES
+from kefu_router.charsets import AUTO
 from kefu_router.tagging_io import Record, TaggingError, file_format, open_reader
 from kefu_router.text import Message
 
@@ -231,6 +232,7 @@ class TagSummary:
 
     output: str
     rejects: str
+    encoding: str | None = None  # of the input text (None for Parquet)
     rows: int = 0
     tagged: int = 0
     context_only: int = 0
@@ -243,6 +245,11 @@ class TagSummary:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def reject_rate(self) -> float:
+        """Share of input rows rejected, 0..1 (0 for an empty input)."""
+        return self.rejected / self.rows if self.rows else 0.0
 
 
 def default_rejects_path(output: Path) -> Path:
@@ -265,9 +272,11 @@ def tag_file(
     overwrite: bool = False,
     rejects_path: str | os.PathLike | None = None,
     progress: bool | None = None,
+    encoding: str | None = AUTO,
 ) -> TagSummary:
     """Tag INPUT into OUTPUT (formats by extension) and write rejected rows to a JSON Lines file.
 
+    `encoding` decodes JSON Lines and CSV input ("auto": detected, kefu_router.charsets).
     `progress=None` shows the tqdm bar only on a terminal. Raises TaggingError for
     bad options or input and BundleError for a bad model, before any row is written.
     """
@@ -281,14 +290,14 @@ def tag_file(
     source, out = Path(input_path), Path(output_path)
     rejects = Path(rejects_path) if rejects_path else default_rejects_path(out)
     out_format = file_format(out)
-    reader = open_reader(source)
+    reader = open_reader(source, encoding)
     _check_columns(reader, columns)
     if source.resolve() in (out.resolve(), rejects.resolve()):
         raise TaggingError(f"output {out} and rejects {rejects} must not be the input file")
     predictor = predictor or Predictor(model, batch_size=batch_size)
     job = {
         "input": str(source.resolve()), "input_size": source.stat().st_size, "input_mtime_ns": source.stat().st_mtime_ns,
-        "columns": asdict(columns), "no_text": no_text, "output_format": out_format, "rejects": str(rejects.resolve()),
+        "columns": asdict(columns), "encoding": reader.encoding, "no_text": no_text, "output_format": out_format, "rejects": str(rejects.resolve()),
         "model_version": predictor.version, "max_open_conversations": max_open_conversations,
     }
     folder = out.with_name(out.name + ".parts")
@@ -316,7 +325,7 @@ def tag_file(
     seconds = time.perf_counter() - started
     by_reason = {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("rejected:")}
     return TagSummary(
-        output=str(out), rejects=str(rejects), rows=counts["rows"], tagged=counts["tagged"], context_only=counts["context_only"],
+        output=str(out), rejects=str(rejects), encoding=reader.encoding, rows=counts["rows"], tagged=counts["tagged"], context_only=counts["context_only"],
         rejected=sum(by_reason.values()), rejected_by_reason=by_reason, out_of_order=tagger.out_of_order,
         resumed_at_row=start_row, seconds=round(seconds, 3), rows_per_second=round((counts["rows"] - start_row) / max(seconds, 1e-9), 1),
     )

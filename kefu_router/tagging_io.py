@@ -1,7 +1,8 @@
 """Streaming row readers for batch tagging: JSON Lines, CSV and Parquet, chosen by extension.
 
 Readers yield one `Record` per input row, in file order, with the row's line
-number; a row that cannot even be parsed (broken JSON, bytes that are not UTF-8,
+number; a row that cannot even be parsed (broken JSON, bytes not valid in the file's
+encoding (kefu_router.charsets: given, or detected),
 a CSV row with the wrong number of fields) comes out as a Record carrying the
 reason instead of being skipped, so the caller can reject it and count it.
 
@@ -24,6 +25,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from kefu_router.charsets import AUTO, EncodingError, resolve_encoding
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _BATCH_ROWS = 8192
@@ -59,13 +62,16 @@ class Reader:
     columns: list[str] | None
     schema: pa.Schema | None
     estimated_rows: int | None
+    encoding: str | None = None  # codec of JSON Lines and CSV bytes (Parquet text is UTF-8 by the format)
 
     def records(self, skip: int = 0) -> Iterator[Record]:
         """Every row after the first `skip` rows (rejected ones included), in file order."""
         return {"jsonl": _jsonl_records, "csv": _csv_records, "parquet": _parquet_records}[self.format](self, skip)
 
 
-def open_reader(path: Path) -> Reader:
+def open_reader(path: Path, encoding: str | None = AUTO) -> Reader:
+    """A reader for `path`; JSON Lines and CSV are decoded with `encoding` ("auto": detected, see
+    kefu_router.charsets). Raises TaggingError for a missing, unreadable or unsupported file or encoding."""
     if not path.is_file():
         raise TaggingError(f"input file not found: {path}")
     fmt = file_format(path)
@@ -73,18 +79,21 @@ def open_reader(path: Path) -> Reader:
         if fmt == "parquet":
             meta = pq.ParquetFile(path)
             return Reader(path, fmt, meta.schema_arrow.names, meta.schema_arrow, meta.metadata.num_rows)
+        codec = resolve_encoding(path, encoding)
         estimate = _count_lines(path)
         if fmt == "jsonl":
-            return Reader(path, fmt, None, None, estimate)
-        with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+            return Reader(path, fmt, None, None, estimate, codec)
+        with path.open(encoding="utf-8-sig" if codec == "utf-8" else codec, errors="replace", newline="") as fh:
             header = next(csv.reader(fh), None)
+    except EncodingError as exc:
+        raise TaggingError(f"{path}: {exc}") from None
     except (pa.ArrowException, OSError) as exc:
         raise TaggingError(f"{path}: cannot read {fmt} file ({exc})") from None
     if not header:
         raise TaggingError(f"{path}: CSV file has no header row")
     if len(set(header)) != len(header):
         raise TaggingError(f"{path}: CSV header repeats a column name: {header}")
-    return Reader(path, fmt, header, pa.schema([(c, pa.string()) for c in header]), max(estimate - 1, 0))
+    return Reader(path, fmt, header, pa.schema([(c, pa.string()) for c in header]), max(estimate - 1, 0), codec)
 
 
 def _count_lines(path: Path) -> int:
@@ -107,10 +116,10 @@ def _jsonl_records(reader: Reader, skip: int) -> Iterator[Record]:
             if seen <= skip:
                 continue
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode(reader.encoding)
             except UnicodeDecodeError as exc:
-                msg = f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})"
-                yield Record(lineno, None, ("undecodable", msg), raw.decode("utf-8", "backslashreplace").rstrip("\r\n"))
+                msg = f"line is not valid {reader.encoding} ({exc.reason} at byte {exc.start})"
+                yield Record(lineno, None, ("undecodable", msg), raw.decode(reader.encoding, "backslashreplace").rstrip("\r\n"))
                 continue
             try:
                 row = json.loads(line.lstrip("\ufeff") if lineno == 1 else line)
@@ -144,7 +153,8 @@ def _csv_records(reader: Reader, skip: int) -> Iterator[Record]:
     try:
         stream = pacsv.open_csv(
             reader.path,
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 22),
+            # The header was read (and decoded) by open_reader: Arrow takes its names, not its bytes.
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 22, column_names=columns, skip_rows=1),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(column_types={c: pa.binary() for c in columns}, strings_can_be_null=False),
         )
@@ -165,7 +175,7 @@ def _csv_records(reader: Reader, skip: int) -> Iterator[Record]:
                     while number in malformed:
                         yield bad(number, malformed.pop(number))
                         number += 1
-                    yield _decode_csv_row(number, values)
+                    yield _decode_csv_row(number, values, reader.encoding)
         except pa.ArrowException as exc:
             raise TaggingError(f"{reader.path}: cannot read CSV file after record {number} ({exc})") from None
         for n in sorted(malformed):
@@ -178,14 +188,14 @@ def _csv_records(reader: Reader, skip: int) -> Iterator[Record]:
             yield record
 
 
-def _decode_csv_row(number: int, values: dict) -> Record:
+def _decode_csv_row(number: int, values: dict, encoding: str) -> Record:
     row = {}
     for column, value in values.items():
         try:
-            row[column] = value.decode("utf-8") if value is not None else None
+            row[column] = value.decode(encoding) if value is not None else None
         except UnicodeDecodeError as exc:
-            raw = {c: (v.decode("utf-8", "backslashreplace") if v is not None else None) for c, v in values.items()}
-            return Record(number, None, ("undecodable", f"column {column!r} is not valid UTF-8 ({exc.reason})"), json.dumps(raw, ensure_ascii=False))
+            raw = {c: (v.decode(encoding, "backslashreplace") if v is not None else None) for c, v in values.items()}
+            return Record(number, None, ("undecodable", f"column {column!r} is not valid {encoding} ({exc.reason})"), json.dumps(raw, ensure_ascii=False))
     return Record(number, row)
 
 

@@ -1,4 +1,7 @@
-"""Export a trained run to a runtime bundle: ONNX (fp32 + int8), tokenizer, schema, metadata.
+"""Export a trained run to a runtime bundle: ONNX (fp32 + static int8), tokenizer, schema, metadata.
+
+The int8 graph is quantised statically (`quantize`): its activation scales are fixed at export from
+training messages, so a message gets the same labels and scores alone or in any batch.
 
 Export always ends in a parity check against the PyTorch model on held-out
 examples (max |logit difference| and label agreement per head, for both the
@@ -15,10 +18,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from kefu_router.bundle import ONNX_FILES, write_bundle_files
 from kefu_router.labels import CUSTOMER_TYPE, HEADS
+from kefu_router.predictor import POSITIONS_KEY
 from kefu_router.text import encode, pad
 from kefu_router.training.evaluate import primary_group
 from kefu_router.training.data import to_messages
@@ -50,10 +56,56 @@ def export_onnx(model, path: Path) -> None:
         )
 
 
-def quantize(fp32: Path, int8: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def stamp_positions(path: Path, positions: int) -> None:
+    """Record the graph's position-embedding count in its ONNX metadata (kefu_router.predictor.check_graph reads it)."""
+    graph = onnx.load(str(path))
+    onnx.helper.set_model_props(graph, {**{p.key: p.value for p in graph.metadata_props}, POSITIONS_KEY: str(positions)})
+    onnx.save(graph, str(path))
 
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+
+class _Batches(CalibrationDataReader):
+    """Padded input batches, one at a time, as onnxruntime's calibration wants them."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._feeds = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def calibration_feeds(tokenizer, messages, max_length: int, max_context_turns: int, batch_size: int = 32) -> list[dict[str, np.ndarray]]:
+    """Padded int64 input batches ({input name: (batch, tokens)}) of `messages`, for `quantize`."""
+    encoded = encode(tokenizer, messages, max_length, max_context_turns)
+    pad_id = tokenizer.token_to_id("[PAD]")
+    return [pad(encoded[i : i + batch_size], pad_id) for i in range(0, len(encoded), batch_size)]
+
+
+def quantize(fp32: Path, int8: Path, calibration: list[dict[str, np.ndarray]]) -> None:
+    """Static int8 quantisation in onnxruntime's QDQ format, so a message's result does not depend on its batch.
+
+    Weights are int8 per output channel. Each quantised activation gets one fixed uint8 scale, fitted
+    (min-max) on the `calibration` batches, where dynamic quantisation computes a scale per batch at run
+    time. Quantised: the MatMuls and Gathers that read a weight (dense layers, embeddings), inputs only:
+    MatMul outputs stay fp32 (requantising them cost label agreement). Kept fp32: attention's
+    activation-by-activation MatMuls, the Gemm heads, and the MatMuls that read the embeddings'
+    LayerNormalization (the query/key/value of layer 0, the most sensitive in a per-node check).
+    """
+    graph = onnx.load(str(fp32)).graph
+    weights = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    embedded = set(next((n.output for n in graph.node if n.op_type == "LayerNormalization"), ()))
+    nodes = [n.name for n in graph.node
+             if n.op_type in ("MatMul", "Gather") and weights.intersection(n.input) and not embedded.intersection(n.input)]
+    hint = lambda record: "pre-process" not in record.getMessage()  # its advice to pre-process: not needed here
+    logging.getLogger().addFilter(hint)
+    try:
+        quantize_static(
+            str(fp32), str(int8), _Batches(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=["MatMul", "Gather"], nodes_to_quantize=nodes,
+            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
+        )
+    finally:
+        logging.getLogger().removeFilter(hint)
 
 
 def parity(model, tokenizer, onnx_path: Path, messages, max_length: int, max_context_turns: int, thresholds: dict[str, float] | None = None) -> dict:
@@ -89,8 +141,10 @@ def parity(model, tokenizer, onnx_path: Path, messages, max_length: int, max_con
 
 def export(
     run_dir: str | Path, output_dir: str | Path, min_agreement: float = 0.98, parity_examples: int = 500,
-    version: str | None = None, keep_fp32: bool = True,
+    version: str | None = None, keep_fp32: bool = True, calibration_examples: int = 512,
 ) -> dict:
+    """Write a bundle from `run_dir` to `output_dir`; the int8 scales are fitted on `calibration_examples`
+    training messages (a seeded sample). Raises ParityError when ONNX and PyTorch agree below `min_agreement`."""
     from kefu_router.training.train import load_run
 
     run_dir, out = Path(run_dir), Path(output_dir)
@@ -100,7 +154,13 @@ def export(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     export_onnx(model, out / ONNX_FILES["fp32"])
-    quantize(out / ONNX_FILES["fp32"], out / ONNX_FILES["int8"])
+    train = run.splits["train"]
+    sample = np.random.default_rng(config.seed).permutation(len(train))[:calibration_examples]
+    calibration = to_messages([train[i] for i in sorted(sample)])
+    quantize(out / ONNX_FILES["fp32"], out / ONNX_FILES["int8"],
+             calibration_feeds(tokenizer, calibration, config.max_length, config.max_context_turns))
+    for name in ONNX_FILES.values():
+        stamp_positions(out / name, model.config.max_position_embeddings)
     tokenizer.save(str(out / "tokenizer.json"))
 
     thresholds = run.fitted[CUSTOMER_TYPE.name]
@@ -129,6 +189,7 @@ def export(
         "max_context_turns": config.max_context_turns,
         "metrics": {"split": f"{metrics.get('split')}/{group}" if group else None, "n": scored.get("n"), **scored.get("headline", {})},
         "baseline_metrics": scored.get("baseline_headline", {}),
+        "quantization": {"int8": "static, QDQ, min-max calibrated", "calibration_examples": len(calibration)},
         "parity": {"examples": len(messages), "min_agreement": min_agreement, **checks},
     }
     write_bundle_files(out, metadata, thresholds, run.fitted.get("temperature"))
