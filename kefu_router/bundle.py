@@ -21,8 +21,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from kefu_router.bundle_files import BUNDLE_FORMAT, MetadataFile, SchemaFile, ThresholdsFile, problems
+from kefu_router.bundle_files import BUNDLE_FORMAT, MetadataFile, SchemaFile, ThresholdsFile
 from kefu_router.labels import schema_dict, schema_digest
+from kefu_router.validation import problems
 
 FILES = ("tokenizer.json", "schema.json", "thresholds.json", "metadata.json")
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}

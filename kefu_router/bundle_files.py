@@ -2,15 +2,15 @@
 
 Each model is strict: numbers must be JSON numbers (not strings or booleans), NaN and infinity
 are refused, and unknown keys are refused where a typo would silently change behaviour
-(schema heads, trait thresholds, temperatures). `problems` turns a ValidationError into
-one line that names the file and every failing field.
+(schema heads, trait thresholds, temperatures). kefu_router.validation.problems turns a
+ValidationError into one line that names every failing field.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from kefu_router.labels import CUSTOMER_TYPE, HEADS
 
@@ -62,22 +62,3 @@ class MetadataFile(BaseModel):
     max_context_turns: int = Field(ge=0)
     schema_digest: Optional[str] = None
     metrics: dict[str, Any] = Field(default_factory=dict)
-
-
-def problems(exc: ValidationError) -> str:
-    """Every error of a validation as `field.path: message (got value)`, joined into one line."""
-    out = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(part) for part in err["loc"]) or "top level"
-        value, kind = err.get("input"), err["type"]
-        if kind in ("model_type", "dict_type"):
-            out.append(f"{where}: must be a JSON object (got {JSON_TYPES.get(type(value), type(value).__name__)})")
-        elif kind in ("missing", "extra_forbidden"):
-            out.append(f"{where}: {'missing' if kind == 'missing' else 'unknown key'}")
-        else:
-            got = "" if isinstance(value, (dict, list)) else f" (got {value!r:.40})"
-            out.append(f"{where}: {err['msg'].removeprefix('Value error, ')}{got}")
-    return "; ".join(out)
-
-
-JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}

@@ -10,9 +10,10 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
+from pydantic import BaseModel, ConfigDict, field_validator
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Route Chinese e-commerce customer-service chats.")
 ModelOption = typer.Option(None, "--model", "-m", help="bundle directory (default: $KEFU_ROUTER_MODEL or the bundled model)")
@@ -178,6 +179,27 @@ def export(
     typer.echo(f"bundle {output_dir} version {meta['version']}")
 
 
+class StdinTurn(BaseModel):
+    model_config = ConfigDict(strict=True)
+    role: Literal["customer", "agent"]
+    text: str
+
+
+class StdinMessage(BaseModel):
+    """One JSON line of `predict` input: text as the argument form takes it (not blank), turns before it."""
+
+    model_config = ConfigDict(strict=True)
+    text: str
+    context: List[StdinTurn] = []
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("is empty or blank")
+        return text
+
+
 def parse_turn(spec: str) -> tuple[str, str]:
     """`customer:text` or `agent:text` (买家/客服 work too)."""
     role, sep, text = spec.partition(":")
@@ -188,7 +210,11 @@ def parse_turn(spec: str) -> tuple[str, str]:
 
 
 def _read_stdin_items() -> list:
+    """Messages from stdin, one a line: plain text, or a JSON object checked by `StdinMessage`. Raises ValueError."""
+    from pydantic import ValidationError
+
     from kefu_router.text import Message
+    from kefu_router.validation import problems
 
     items = []
     for lineno, line in enumerate(sys.stdin, start=1):
@@ -197,11 +223,11 @@ def _read_stdin_items() -> list:
             continue
         if line.startswith("{"):
             try:
-                obj = json.loads(line)
-                context = [(t["role"], t["text"]) for t in obj.get("context", [])]
-                items.append(Message.of(obj["text"], context))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"stdin line {lineno}: expected text or {{\"text\": ..., \"context\": [...]}} ({exc})") from None
+                obj = StdinMessage.model_validate_json(line)
+            except ValidationError as exc:
+                raise ValueError(f"stdin line {lineno}: {problems(exc)}; expected text or "
+                                 '{"text": "...", "context": [{"role": "customer|agent", "text": "..."}]}') from None
+            items.append(Message.of(obj.text, [(t.role, t.text) for t in obj.context]))
         else:
             items.append(Message.of(line))
     return items

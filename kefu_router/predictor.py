@@ -63,11 +63,18 @@ class Predictor:
         if not spinning:  # idle pool threads sleep instead of busy-waiting: leaves the CPU to other work
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = self.bundle.onnx_path(precision)
-        try:
+        where = f"cannot load model bundle {self.bundle.path}"
+        try:  # onnxruntime and tokenizers raise their own types for a corrupt file
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise BundleError(f"{where}: {path.name}: {' '.join(str(exc).split())}") from exc
+        try:
             self.tokenizer = prepare_tokenizer(Tokenizer.from_file(str(self.bundle.path / "tokenizer.json")))
-        except Exception as exc:  # onnxruntime and tokenizers raise their own types for a corrupt file
-            raise BundleError(f"cannot load model bundle {self.bundle.path}: {exc}") from exc
+        except Exception as exc:
+            raise BundleError(f"{where}: tokenizer.json: {' '.join(str(exc).split())}") from exc
+        missing = [t for t in ("[CLS]", "[SEP]", "[PAD]") if self.tokenizer.token_to_id(t) is None]
+        if missing:
+            raise BundleError(f"{where}: tokenizer.json: no {', '.join(missing)} token")
         self.precision = precision
         self.pad_id = self.tokenizer.token_to_id("[PAD]")
         self._input_names = {i.name for i in self.session.get_inputs()}

@@ -34,11 +34,14 @@ re-reading context that is older than the open-conversation window.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 import pickle
 import time
 from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -122,13 +125,33 @@ def parse_row(row: dict, cols: ColumnNames) -> tuple[str, str | None, str, objec
     role = "customer" if _missing(role) else _as_str(role, "role").strip()
     if role not in ROLES:
         raise RowError("bad_role", f"unknown role {role!r}; expected {' or '.join(ROLES)}")
-    order = row.get(cols.order) if cols.order else None
-    if _missing(order):
-        order = None
-    elif isinstance(order, (str, bytes)):
-        order = _as_str(order, "order").strip()
-        order = int(order) if order.isdigit() else order
+    order = order_key(row.get(cols.order)) if cols.order else None
     return text.strip(), conversation, role, order
+
+
+def order_key(value: object) -> tuple[int, object] | None:
+    """A turn's order value as a key that compares with any other key: (0, number) or (1, date/time).
+
+    Numbers and numeric strings are numbers; datetimes and ISO 8601 strings are date/times (with an
+    offset: converted to naive UTC). None when missing. RowError("bad_order") for anything else,
+    so a bad value rejects its own row only, never the turns that follow it.
+    """
+    if _missing(value):
+        return None
+    if isinstance(value, (str, bytes)):
+        text = _as_str(value, "order").strip()
+        for parse in (int, float, datetime.fromisoformat):
+            try:
+                value = parse(text)
+                break
+            except ValueError:
+                continue
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+        return (0, value)
+    if isinstance(value, date):
+        moment = value if isinstance(value, datetime) else datetime.combine(value, datetime.min.time())
+        return (1, moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment)
+    raise RowError("bad_order", f"order value {value!r:.40} is not a number or an ISO 8601 date/time")
 
 
 @dataclass
@@ -185,14 +208,11 @@ class Tagger:
             self.open.move_to_end(conv_id)
         return conv
 
-    def _slot(self, conv: _Conversation, order: object) -> int:
-        """Where the turn goes: at the end, or before the later turns that came first."""
+    def _slot(self, conv: _Conversation, order: tuple | None) -> int:
+        """Where the turn goes: at the end, or before the later turns that came first (keys from `order_key`)."""
         at = len(conv.turns)
-        try:
-            while at and order is not None and conv.turns[at - 1][0] is not None and conv.turns[at - 1][0] > order:
-                at -= 1
-        except TypeError:
-            raise RowError("bad_order", f"order value {order!r} cannot be compared with the conversation's earlier turns") from None
+        while at and order is not None and conv.turns[at - 1][0] is not None and conv.turns[at - 1][0] > order:
+            at -= 1
         self.out_of_order += at < len(conv.turns)
         return at
 

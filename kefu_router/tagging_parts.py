@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from kefu_router.tagging_io import TaggingError
 
-MANIFEST_VERSION = 2  # 2: open conversations carry the router's running state, not their predictions
+MANIFEST_VERSION = 3  # 2: open conversations carry the router's running state; 3: typed order keys (tagging.order_key)
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -119,6 +119,19 @@ def test_a_bad_bundle_file_is_one_error_naming_the_file_and_field(bundle_copy, n
     assert expected in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("edit, expected", [
+    ("{}", "tokenizer.json: "), (lambda t: json.dumps({**t, "added_tokens": [], "model": {**t["model"], "vocab": {"[UNK]": 0, "a": 1}}}),
+     "tokenizer.json: no [CLS], [SEP], [PAD] token"),
+])
+def test_a_bad_tokenizer_is_one_error_line(bundle_copy, edit, expected):
+    from kefu_router.predictor import Predictor
+
+    _edit(bundle_copy, "tokenizer.json", edit)
+    with pytest.raises(BundleError) as info:
+        Predictor(bundle_copy)
+    assert f"cannot load model bundle {bundle_copy}: {expected}" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_max_length_beyond_the_graphs_position_embeddings_is_refused(bundle_copy):
     from kefu_router.predictor import Predictor
 

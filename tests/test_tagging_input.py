@@ -93,3 +93,32 @@ def test_bad_encoding_is_refused_before_anything_is_written(tmp_path, predictor)
     with pytest.raises(TaggingError, match="unknown encoding"):
         tag_file(source, tmp_path / "out.jsonl", predictor=predictor, encoding="nope")
     assert not (tmp_path / "out.jsonl.parts").exists()
+
+
+# ---------- a bad order value rejects its own row only (item 6) ----------
+
+@pytest.mark.parametrize("bad", ["abc", "", None, True, [1], "nan", "2024-13-45"])
+def test_a_bad_order_value_in_a_conversations_first_row_rejects_only_that_row(tmp_path, predictor, bad):
+    rows = [{"conversation_id": "c1", "turn": bad, "role": "customer", "text": "在吗"},
+            {"conversation_id": "c1", "turn": 1, "role": "customer", "text": "快递到哪了"},
+            {"conversation_id": "c1", "turn": "2", "role": "agent", "text": "亲 已发货"},
+            {"conversation_id": "c1", "turn": 3.0, "role": "customer", "text": "好的"}]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    summary = tag_file(source, tmp_path / "out.jsonl", columns=CONV, predictor=predictor)
+    tagged = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    missing = bad in ("", None)  # a missing order value is not an error: the row keeps its place in the file
+    assert [r["tag_line"] for r in tagged] == ([1, 2, 3, 4] if missing else [2, 3, 4])
+    assert summary.rejected_by_reason == ({} if missing else {"bad_order": 1})
+
+
+def test_order_values_of_different_kinds_never_reject_each_other(tmp_path, predictor):
+    rows = [{"c": "c1", "n": "2024-05-01T10:00:00+08:00", "text": "在吗"}, {"c": "c1", "n": 7, "text": "快递到哪了"},
+            {"c": "c1", "n": "2024-05-01T01:00:00", "text": "好的"}, {"c": "c2", "n": "10", "text": "在吗"},
+            {"c": "c2", "n": "9.5", "text": "还在吗"}]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    summary = tag_file(source, tmp_path / "out.jsonl", columns=ColumnNames("text", "c", None, "n"), predictor=predictor)
+    assert summary.rejected == 0 and summary.tagged == 5
+    # 7 sorts before date/times; 01:00 before 10:00+08:00 (02:00 UTC); 9.5 before 10 (numbers, not text)
+    assert summary.out_of_order == 3
