@@ -34,3 +34,21 @@ def test_normalisation_is_idempotent():
     for raw in ("這個質量太差了！！！！", "订单号 123456789012345", "ＲＥＦＵＮＤ", "https://a.com/x?y=1"):
         once = normalize_text(raw)
         assert normalize_text(once) == once
+
+
+@pytest.mark.parametrize("unit", ["a", "1", "a1", "a.", "ab-", "x.com", "http://a", "1-", "！", "在吗"])
+def test_normalisation_time_grows_linearly_with_the_text(unit):
+    """Twice the text takes at most about twice the time (a backtracking pattern took 14 s on 100k letters)."""
+    import time
+
+    def cpu_seconds(n: int) -> float:
+        text = unit * (n // len(unit))
+        start = time.process_time()
+        for _ in range(3):
+            normalize_text(text)
+        return time.process_time() - start
+
+    ratio = cpu_seconds(40_000) / max(cpu_seconds(20_000), 1e-4)
+    if ratio > 3:  # one slow measurement on a busy machine; quadratic time is slow every time
+        ratio = min(ratio, cpu_seconds(40_000) / max(cpu_seconds(20_000), 1e-4))
+    assert ratio <= 3, f"{unit!r}: twice the text took {ratio:.1f}x the time"
