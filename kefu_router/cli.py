@@ -6,6 +6,7 @@ inside commands so `predict` never loads torch.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -26,6 +27,12 @@ def fail(message: str, code: int = 1) -> None:
 
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _need_training_extras(exc: ImportError) -> None:
+    """One clear line when a training command runs on a runtime-only install."""
+    fail(f"{exc.name or exc} is not installed: this command needs the training extras, "
+         '`pip install "torch==2.13.0" -e ".[train]"` (the CPU build of torch, see the README)')
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -57,8 +64,11 @@ def train(
 ):
     """Fine-tune the multi-task model and save a checkpoint with thresholds and config."""
     _setup_logging()
-    from kefu_router.training.config import load_config
-    from kefu_router.training.train import train as run_train
+    try:
+        from kefu_router.training.config import load_config
+        from kefu_router.training.train import train as run_train
+    except ImportError as exc:
+        _need_training_extras(exc)
 
     overrides = list(set_ or [])
     if base_model:
@@ -147,7 +157,10 @@ def evaluate(
 ):
     """Score a model on a held-out split and write metrics.json and confusion matrices."""
     _setup_logging()
-    from kefu_router.training.evaluate import evaluate_bundle, evaluate_run
+    try:
+        from kefu_router.training.evaluate import evaluate_bundle, evaluate_run
+    except ImportError as exc:
+        _need_training_extras(exc)
 
     try:
         if (run_dir / "metadata.json").exists():
@@ -217,7 +230,12 @@ def _read_stdin_items() -> list:
     from kefu_router.validation import problems
 
     items = []
-    for lineno, line in enumerate(sys.stdin, start=1):
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict") if hasattr(sys.stdin, "buffer") else sys.stdin
+    try:
+        lines = stdin.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"stdin is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it first, e.g. iconv -f GB18030 -t UTF-8") from None
+    for lineno, line in enumerate(lines, start=1):
         line = line.strip()
         if not line:
             continue
@@ -262,7 +280,7 @@ def serve(
     model: Optional[Path] = ModelOption,
     playbooks: Optional[Path] = typer.Option(None, help="playbooks YAML (default: $KEFU_ROUTER_PLAYBOOKS or the packaged file)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 inside a container)"),
-    port: int = typer.Option(8000),
+    port: int = typer.Option(8000, min=1, max=65535),
     batching: Optional[bool] = typer.Option(None, help="micro-batch concurrent requests (default: on, or $KEFU_ROUTER_BATCHING)"),
     workers: int = typer.Option(1, min=1, envvar="KEFU_ROUTER_WORKERS",
                                 help="server processes, each with its own model copy and batcher; /metrics adds them up"),

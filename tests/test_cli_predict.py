@@ -40,3 +40,24 @@ def test_good_stdin_lines_are_predicted_in_order(tiny_bundle):
     result = CliRunner().invoke(app, ["predict", "-m", str(tiny_bundle)], input="\n".join(lines) + "\n")
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["在吗", "好的"]
+
+
+def test_stdin_that_is_not_utf8_is_refused_not_guessed(tiny_bundle):
+    result = CliRunner().invoke(app, ["predict", "-m", str(tiny_bundle)], input="你好\n".encode("gbk"))
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.output.strip().startswith("error: stdin is not UTF-8 text")
+
+
+def test_a_training_command_without_the_training_extras_says_what_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_training(name, *args, **kwargs):
+        if name.startswith("kefu_router.training.evaluate"):
+            raise ModuleNotFoundError("No module named 'scipy'", name="scipy")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_training)
+    result = CliRunner().invoke(app, ["evaluate", "models/default", "--data", "x.jsonl"])
+    assert result.exit_code == 1 and "scipy is not installed: this command needs the training extras" in result.output

@@ -183,7 +183,7 @@ def export(
         "version": version or f"{out.name}-{train_log['data_fingerprint'][:8]}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base_model": config.base_model,
-        "data": config.data,
+        "data": config.data + [f"real set: {source}" for source in config.real_sources],
         "data_fingerprint": train_log["data_fingerprint"],
         "max_length": config.max_length,
         "max_context_turns": config.max_context_turns,

@@ -119,7 +119,8 @@ def render(run_dir: Path, bundle_dir: Path, out: Path, extra_sections: str = "",
         shutil.copy(png, plots / png.name)
     header = {
         "language": ["zh"],
-        "license": "apache-2.0",
+        # Fine-tuning on the real set (research-only text) makes the weights research-only too.
+        **({"license": "other", "license_name": "research-only"} if config.get("real_sources") else {"license": "apache-2.0"}),
         "library_name": "onnxruntime",
         "pipeline_tag": "text-classification",
         "tags": ["customer-service", "e-commerce", "emotion", "intent", "multi-task", "onnx"],
