@@ -280,7 +280,7 @@ def serve(
     model: Optional[Path] = ModelOption,
     playbooks: Optional[Path] = typer.Option(None, help="playbooks YAML (default: $KEFU_ROUTER_PLAYBOOKS or the packaged file)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 inside a container)"),
-    port: int = typer.Option(8000, min=1, max=65535),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free port)"),
     batching: Optional[bool] = typer.Option(None, help="micro-batch concurrent requests (default: on, or $KEFU_ROUTER_BATCHING)"),
     workers: int = typer.Option(1, min=1, envvar="KEFU_ROUTER_WORKERS",
                                 help="server processes, each with its own model copy and batcher; /metrics adds them up"),
