@@ -74,7 +74,7 @@ def test_packets_carry_keys_and_answers_are_checked(shared, tmp_path):
     assert annotate.check_answers(packet, answers) == []
     answers.write_text("dataclue_cic:train:0\tcalm\tprice_promotion\t-\ndataclue_cic:train:9\tneutral\tother\t-\n", encoding="utf-8")
     problems = annotate.check_answers(packet, answers)
-    assert any("unknown emotion 'calm'" in p for p in problems) and any("not in p.txt" in p for p in problems)
+    assert any("unknown emotion label 'calm'" in p for p in problems) and any("not in p.txt" in p for p in problems)
     assert any("unanswered" in p for p in problems)
 
 

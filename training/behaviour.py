@@ -81,13 +81,11 @@ def run_cases(predictor: Predictor, cases: list[Case], router: Router | None = N
         k["all_heads"] += ok and traits == case.customer_type
         if not ok:
             k["failures"].append({"id": case.id, "got": [emotion, intent], "expected": [case.emotion, case.intent]})
-    report = {kind: {**v, "pass_rate": round(v["passed"] / v["cases"], 3), "all_heads_rate": round(v["all_heads"] / v["cases"], 3)}
-              for kind, v in sorted(kinds.items())}
-    total = sum(v["cases"] for v in report.values())
-    report["_overall"] = {"cases": total, "passed": sum(v["passed"] for v in report.values() if "passed" in v),
-                          "all_heads": sum(v["all_heads"] for v in report.values() if "all_heads" in v)}
-    report["_overall"]["pass_rate"] = round(report["_overall"]["passed"] / max(total, 1), 3)
-    report["_overall"]["all_heads_rate"] = round(report["_overall"]["all_heads"] / max(total, 1), 3)
+    def rates(v: dict) -> dict:
+        return {**v, "pass_rate": round(v["passed"] / v["cases"], 3), "all_heads_rate": round(v["all_heads"] / v["cases"], 3)}
+
+    report = {kind: rates(v) for kind, v in sorted(kinds.items())}
+    report["_overall"] = rates({key: sum(v[key] for v in kinds.values()) for key in ("cases", "passed", "all_heads")})
     return report
 
 

@@ -123,9 +123,9 @@ def primary_group(metrics: dict) -> tuple[str, dict]:
     return name, groups[name]
 
 
-def score_examples(examples: list[Example], probs: dict, thresholds: dict) -> dict:
-    """Every metric of `all_metrics`, plus customer type per conversation."""
-    targets = label_arrays(examples)
+def score_examples(examples: list[Example], probs: dict, thresholds: dict, targets: dict | None = None) -> dict:
+    """Every metric of `all_metrics`, plus customer type per conversation (`targets`: their label_arrays)."""
+    targets = label_arrays(examples) if targets is None else targets
     metrics = all_metrics(targets, probs, thresholds)
     metrics["customer_type_conversation"] = conversation_trait_metrics(
         [ex.conversation_id for ex in examples], targets[CUSTOMER_TYPE.name], probs[CUSTOMER_TYPE.name], thresholds)
@@ -133,8 +133,8 @@ def score_examples(examples: list[Example], probs: dict, thresholds: dict) -> di
 
 
 def _score(examples: list[Example], probs: dict, thresholds: dict, plots: Path, split: str) -> dict:
-    metrics = score_examples(examples, probs, thresholds)
     targets = label_arrays(examples)
+    metrics = score_examples(examples, probs, thresholds, targets)
     plots.mkdir(parents=True, exist_ok=True)
     for head in (EMOTION, INTENT):
         plot_confusion(head, targets[head.name], probs[head.name], plots / f"confusion_{head.name}.png", f"{head.name} ({split}, n={len(examples)})")

@@ -67,11 +67,11 @@ def conversation_trait_metrics(conversation_ids, y_true: np.ndarray, probs: np.n
     probabilities cut at `thresholds`, as the router accumulates them) against the union of its gold traits.
     Shapes: `conversation_ids` (n,), `y_true` and `probs` (n, 7). Returns micro/macro-F1 over conversations."""
     cut = np.array([thresholds[t] for t in CUSTOMER_TYPE.labels])
-    pred = (probs >= cut).astype(int)
-    ids = np.asarray(conversation_ids)
-    convs = sorted(set(ids.tolist()))
-    gold_u = np.array([y_true[ids == c].max(axis=0) for c in convs]) if convs else np.zeros((0, CUSTOMER_TYPE.size))
-    pred_u = np.array([pred[ids == c].max(axis=0) for c in convs]) if convs else np.zeros((0, CUSTOMER_TYPE.size))
+    convs, row_conv = np.unique(np.asarray(conversation_ids), return_inverse=True)
+    gold_u = np.zeros((len(convs), CUSTOMER_TYPE.size), dtype=int)
+    pred_u = np.zeros_like(gold_u)
+    np.maximum.at(gold_u, row_conv, np.asarray(y_true, dtype=int))
+    np.maximum.at(pred_u, row_conv, (probs >= cut).astype(int))
     return {
         "conversations": len(convs),
         "micro_f1": float(f1_score(gold_u, pred_u, average="micro", zero_division=0)),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import typer
 
-from kefu_router.labels import CUSTOMER_TYPE, EMOTION, INTENT
+from kefu_router.labels import check_labels
 from kefu_router.training.corpus.real_sources import RealConversation, read_source
 
 ROLE_ZH = {"customer": "买家", "agent": "客服"}
@@ -101,21 +101,17 @@ def build(
     drawn = draw(shared_data, n_cic, n_baseline, seed)
     for kind in ("first", "second"):
         (out / kind).mkdir(parents=True, exist_ok=True)
-    index = 0
-    second_index = 0
+    counts = {"first": 0, "second": 0}
     for source, convs in drawn.items():
-        for chunk in _chunks(convs, PACKET_TURNS[source]):
-            index += 1
-            (out / "first" / f"{index:03d}_{source}.txt").write_text(
-                "\n\n".join(render(c, show_hints=True) for c in chunk) + "\n", encoding="utf-8")
         second = rng.sample(convs, max(1, round(len(convs) * second_share)))
-        for chunk in _chunks(second, PACKET_TURNS[source]):
-            second_index += 1
-            (out / "second" / f"{second_index:03d}_{source}.txt").write_text(
-                "\n\n".join(render(c, show_hints=False) for c in chunk) + "\n", encoding="utf-8")
+        for kind, chosen in (("first", convs), ("second", second)):
+            for chunk in _chunks(chosen, PACKET_TURNS[source]):
+                counts[kind] += 1
+                (out / kind / f"{counts[kind]:03d}_{source}.txt").write_text(
+                    "\n\n".join(render(c, show_hints=kind == "first") for c in chunk) + "\n", encoding="utf-8")
         turns = sum(len(c.customer_turns()) for c in convs)
         typer.echo(f"{source}: {len(convs)} conversations, {turns} buyer turns to label")
-    typer.echo(f"{index} first-pass and {second_index} second-pass packets in {out}")
+    typer.echo(f"{counts['first']} first-pass and {counts['second']} second-pass packets in {out}")
 
 
 def packet_keys(packet: Path) -> list[str]:
@@ -130,15 +126,7 @@ def parse_answer(line: str) -> tuple[str, str, str, tuple[str, ...]] | str:
     if len(parts) < 4:
         raise ValueError(f"expected key, emotion, intent, traits separated by tabs, got {len(parts)} fields")
     key, emotion, intent, traits = (p.strip() for p in parts[:4])
-    if emotion not in EMOTION.labels:
-        raise ValueError(f"unknown emotion {emotion!r}")
-    if intent not in INTENT.labels:
-        raise ValueError(f"unknown intent {intent!r}")
-    trait_list = () if traits in ("", "-") else tuple(t.strip() for t in traits.split(","))
-    for t in trait_list:
-        if t not in CUSTOMER_TYPE.labels:
-            raise ValueError(f"unknown customer_type {t!r}")
-    return key, emotion, intent, trait_list
+    return (key, *check_labels(emotion, intent, "" if traits == "-" else traits))  # LabelError is a ValueError
 
 
 def check_answers(packet: Path, answers: Path) -> list[str]:

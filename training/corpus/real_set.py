@@ -70,21 +70,25 @@ def conversation_of(key: str) -> str:
     return key
 
 
-def parse_traits(value: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in value.replace(";", ",").split(",") if t.strip() and t.strip() != "-")
-
-
 def read_labels(path: Path) -> list[RealLabel]:
     """One label file; raises ValueError naming ``file:line`` for a bad label."""
     out = []
     with path.open(encoding="utf-8", newline="") as fh:
         for lineno, row in enumerate(csv.DictReader(fh, delimiter="\t"), start=2):
             try:
-                emotion, intent, traits = check_labels(row["emotion"], row["intent"], list(parse_traits(row["customer_type"] or "")))
+                emotion, intent, traits = check_labels(row["emotion"], row["intent"], row["customer_type"] or "")
             except Exception as exc:  # LabelError, KeyError for a missing column
                 raise ValueError(f"{path}:{lineno}: {exc}") from None
             out.append(RealLabel(row["key"], emotion, intent, tuple(traits), row.get("split", ""), row.get("text_sha1", "")))
     return out
+
+
+def write_label_files(labels_dir: Path, labels) -> None:
+    """One sorted label file per source (``<source>.tsv``) for every source that has labels."""
+    for source in SOURCES:
+        mine = sorted((lab for lab in labels if lab.source == source), key=lambda lab: _sort_key(lab.key))
+        if mine:
+            write_labels(labels_dir / f"{source}.tsv", mine)
 
 
 def write_labels(path: Path, labels: list[RealLabel]) -> None:
@@ -236,11 +240,9 @@ def import_answers(
             new[key] = RealLabel(key, emotion, intent, traits, existing[key].split if key in existing else "",
                                  text_sha1(conv.turns[position].text))
     labels = freeze_splits(list(new.values()), seed)
+    write_label_files(labels_dir, labels)
     for source in SOURCES:
-        mine = sorted((lab for lab in labels if lab.source == source), key=lambda lab: _sort_key(lab.key))
-        if mine:
-            write_labels(labels_dir / f"{source}.tsv", mine)
-            typer.echo(f"{source}: {len(mine)} labels")
+        typer.echo(f"{source}: {sum(lab.source == source for lab in labels)} labels")
     typer.echo(f"{skipped} answer lines skipped (SKIP or unknown key)")
 
 
@@ -251,9 +253,8 @@ ADJUDICATION_COLUMNS = ("key", "first", "second", "final", "rationale")
 
 
 def _labels_of(value: str) -> tuple[str, str, tuple[str, ...]]:
-    """'emotion|intent|trait,trait' -> (emotion, intent, traits)."""
-    emotion, intent, traits = value.split("|")
-    return emotion, intent, parse_traits(traits)
+    """'emotion|intent|trait,trait' -> (emotion, intent, traits), checked; LabelError names a bad id."""
+    return check_labels(*value.split("|"))
 
 
 def _as_cell(labels: tuple) -> str:
@@ -340,15 +341,11 @@ def apply_adjudication(labels_dir: Path = typer.Option(LABELS_DIR)) -> None:
         if not row.get("final") or key not in labels:
             continue
         emotion, intent, traits = _labels_of(row["final"])
-        check_labels(emotion, intent, list(traits))
         old = labels[key]
         if (old.emotion, old.intent, old.customer_type) != (emotion, intent, traits):
             labels[key] = RealLabel(key, emotion, intent, traits, old.split, old.text_sha1)
             changed += 1
-    for source in SOURCES:
-        mine = sorted((lab for lab in labels.values() if lab.source == source), key=lambda lab: _sort_key(lab.key))
-        if mine:
-            write_labels(labels_dir / f"{source}.tsv", mine)
+    write_label_files(labels_dir, labels.values())
     typer.echo(f"{changed} labels changed by adjudication")
 
 
