@@ -83,11 +83,18 @@ def encode(
     budget = max_length - 3
     pieces: list[str] = []
     spans: list[tuple[int, int]] = []  # per message: index of its text in `pieces`, number of context turns
+    normalised: dict[str, str] = {}  # later turns repeat earlier ones as context: normalise each text once
+
+    def normal(text: str) -> str:
+        if text not in normalised:
+            normalised[text] = normalize_text(text)
+        return normalised[text]
+
     for m in messages:
         turns = m.context[-max_context_turns:] if max_context_turns > 0 else ()
         spans.append((len(pieces), len(turns)))
-        pieces.append(normalize_text(m.text))
-        pieces.extend(ROLE_MARK[role] + normalize_text(text) for role, text in turns)
+        pieces.append(normal(m.text))
+        pieces.extend(ROLE_MARK[role] + normal(text) for role, text in turns)
     # Later turns of a conversation repeat its earlier turns as context: tokenize each distinct piece once.
     unique = list(dict.fromkeys(pieces))
     ids_of = {text: enc.ids for text, enc in zip(unique, tokenizer.encode_batch(unique, add_special_tokens=False))} if unique else {}
