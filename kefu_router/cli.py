@@ -420,5 +420,94 @@ def cases(
         output.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
+# --- the prediction log and feedback store (serve extra) ---------------------------------------------------
+
+db_app = typer.Typer(no_args_is_help=True, help="The prediction log and feedback database (KEFU_ROUTER_DB).")
+feedback_app = typer.Typer(no_args_is_help=True, help="Agents' feedback: export corrections as training rows.")
+quality_app = typer.Typer(no_args_is_help=True, help="Model quality from agents' feedback: agreement, review flag, drift.")
+app.add_typer(db_app, name="db")
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(quality_app, name="quality")
+DbOption = typer.Option(None, "--db", help="SQLite file or SQLAlchemy URL (default: $KEFU_ROUTER_DB or kefu_router.db)")
+
+
+def _need_serve_extras(exc: ImportError) -> None:
+    fail(f"{exc.name or exc} is not installed: this command needs the serve extra, pip install -e \".[serve]\"")
+
+
+def parse_age(value: str) -> "timedelta":
+    """'90d', '12h', '4w', '30m' -> timedelta; ValueError for anything else."""
+    import re
+    from datetime import timedelta
+
+    match = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", value or "")
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{value!r} is not an age such as 90d, 12h, 4w or 30m")
+    unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
+def parse_moment(value: str, now: "datetime") -> "datetime":
+    """An ISO date or date-time (naive means UTC), or an age before `now` ('28d'); ValueError otherwise."""
+    from datetime import datetime, timezone
+
+    try:
+        return now - parse_age(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a date (2026-11-01, 2026-11-01T08:00+08:00) nor an age (28d)") from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _open_store(db: Optional[str], migrate: bool = True):
+    """The Store for --db / $KEFU_ROUTER_DB, migrated; one clear line when it cannot be opened."""
+    import os
+
+    try:
+        from kefu_router.store import Store, StoreUnavailable
+    except ImportError as exc:
+        _need_serve_extras(exc)
+    try:
+        store = Store(db or os.environ.get("KEFU_ROUTER_DB") or "kefu_router.db")
+        if migrate:
+            store.migrate()
+    except (ValueError, StoreUnavailable) as exc:
+        fail(f"cannot open the store: {exc}")
+    return store
+
+
+@db_app.command("migrate")
+def db_migrate(db: Optional[str] = DbOption):
+    """Create or upgrade the tables (the service does this at start-up too)."""
+    store = _open_store(db)
+    typer.echo(f"{store!r} at revision {store.revision()}")
+
+
+@db_app.command("prune")
+def db_prune(
+    older_than: str = typer.Option(..., "--older-than", help="delete predictions and feedback older than this: 90d, 12w, 48h"),
+    db: Optional[str] = DbOption,
+):
+    """Retention: delete predictions and feedback older than --older-than (feedback on a deleted prediction too)."""
+    from datetime import datetime, timezone
+
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        fail(str(exc))
+    store = _open_store(db)
+    from kefu_router.store import StoreUnavailable
+
+    before = datetime.now(timezone.utc) - age
+    try:
+        deleted = store.prune(before)
+    except StoreUnavailable as exc:
+        fail(f"store unavailable: {exc}")
+    typer.echo(json.dumps({"before": before.isoformat(timespec="seconds"), "deleted": deleted}))
+
+
 def main() -> None:  # pragma: no cover
     app()
