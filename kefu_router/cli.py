@@ -509,5 +509,96 @@ def db_prune(
     typer.echo(json.dumps({"before": before.isoformat(timespec="seconds"), "deleted": deleted}))
 
 
+@feedback_app.command("export")
+def feedback_export(
+    output: Path = typer.Option(..., "--output", "-o", help="corrections.parquet (or .jsonl)"),
+    since: str = typer.Option("28d", help="feedback given from: a date (2026-11-01, UTC unless an offset is given) or an age (28d)"),
+    until: str = typer.Option("0m", help="feedback given before: a date or an age (default: now)"),
+    chat_export: Optional[Path] = typer.Option(None, help="the customer's chat export (JSON Lines: conversation_id, turn, "
+                                               "role, text) to take text and context from; default: the log's masked text"),
+    corpus: Optional[Path] = typer.Option(None, help="corpus whose dev/test messages must not leak (default: training/data/kefu_corpus.jsonl)"),
+    db: Optional[str] = DbOption,
+):
+    """Agents' final labels as training rows in the corpus format; dev/test conversations are set aside and counted."""
+    import os
+    from datetime import datetime, timezone
+
+    try:
+        from kefu_router.training.feedback_export import ExportError, export_feedback
+    except ImportError as exc:
+        _need_training_extras(exc)
+    now = datetime.now(timezone.utc)
+    try:
+        start, end = parse_moment(since, now), parse_moment(until, now)
+    except ValueError as exc:
+        fail(str(exc))
+    store = _open_store(db)
+    from kefu_router.store import StoreUnavailable
+
+    key = os.environ.get("KEFU_ROUTER_TEXT_HMAC_KEY")
+    try:
+        summary = export_feedback(store, start, end, output, chat_export=chat_export, corpus=corpus,
+                                  text_key=key.encode() if key else None)
+    except (_user_errors() + (ExportError,)) as exc:
+        fail(str(exc))
+    except StoreUnavailable as exc:
+        fail(f"store unavailable: {exc}")
+    typer.echo(summary.merge.summary())
+    for line in summary.merge.unmatched:
+        typer.echo(f"  not exported: {line}")
+    for correction, why in summary.merge.set_aside:
+        typer.echo(f"  set aside: {correction.where}: {why}")
+    typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False))
+
+
+@quality_app.command("report")
+def quality_report(
+    output: Path = typer.Option(Path("quality.html"), "--output", "-o", help="the HTML page to write"),
+    since: str = typer.Option("28d", help="predictions from: a date or an age (28d)"),
+    until: str = typer.Option("0m", help="predictions before: a date or an age (default: now)"),
+    model: Optional[Path] = ModelOption,
+    training_distribution: Optional[Path] = typer.Option(None, help="JSON label counts (metadata.json's label_distribution "
+                                                         "shape) when the bundle has none"),
+    psi_warning: float = typer.Option(0.2, min=0.0, help="PSI above which a week's predicted labels are flagged as drift"),
+    json_output: Optional[Path] = typer.Option(None, "--json", help="also write the figures as JSON (what GET /v1/quality returns)"),
+    db: Optional[str] = DbOption,
+):
+    """A self-contained HTML page: agreement with agents per head and week, confusion, review flag, drift; per model version."""
+    from datetime import datetime, timezone
+
+    try:
+        from kefu_router.quality.report import compute, write_html
+        import jinja2, matplotlib  # noqa: E401,F401
+    except ImportError as exc:
+        _need_serve_extras(exc)
+    from kefu_router.bundle import load_bundle
+    from kefu_router.store import StoreUnavailable
+
+    now = datetime.now(timezone.utc)
+    try:
+        start, end = parse_moment(since, now), parse_moment(until, now)
+        metadata = load_bundle(model).metadata
+    except (_user_errors() + (ValueError,)) as exc:
+        fail(str(exc))
+    store = _open_store(db)
+    try:
+        figures = compute(store, start, end, metadata, training_file=training_distribution, psi_warning=psi_warning)
+    except StoreUnavailable as exc:
+        fail(f"store unavailable: {exc}")
+    except (ValueError, OSError) as exc:  # a bad --training-distribution file
+        fail(f"{training_distribution}: {exc}")
+    write_html(figures, output)
+    if json_output:
+        json_output.write_text(json.dumps(figures, ensure_ascii=False, indent=1), encoding="utf-8")
+    for line in figures["warnings"]:
+        typer.secho(f"warning: {line}", err=True, fg=typer.colors.YELLOW)
+    for v in figures["model_versions"]:
+        x = figures["versions"][v]
+        agree = ", ".join(f"{h} {x['agreement'][h]['agreement']}" for h in x["agreement"])
+        typer.echo(f"{v}: {x['messages']} messages, {x['reviewed']} reviewed; agreement {agree}; review flag "
+                   f"rate {x['review_flag']['rate']} precision {x['review_flag']['precision']} recall {x['review_flag']['recall']}")
+    typer.echo(f"report written to {output}")
+
+
 def main() -> None:  # pragma: no cover
     app()

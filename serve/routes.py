@@ -12,10 +12,10 @@ customer message must not be lost because it was long. Bodies over
 """
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials
@@ -210,5 +210,21 @@ def v1_router(settings: Settings) -> APIRouter:
         request.state.log = {"feedback_id": result.id, "replayed": result.replayed}  # ids only, never text
         return FeedbackResponse(feedback_id=result.id, prediction_id=result.prediction_id, decision_id=result.decision_id,
                                 created_at=result.created_at, replayed=result.replayed)
+
+    @v1.get("/quality", summary="agreement with agents, review flag and drift, per model version (the quality report's figures)",
+            responses=_errors(*auth, 503))
+    async def quality(svc=Depends(service),
+                      days: Annotated[int, Query(ge=1, le=366, description="look back this many days")] = settings.quality_window_days) -> dict:
+        from kefu_router.quality.report import compute
+        from kefu_router.store.database import StoreUnavailable
+
+        if svc.store is None:
+            raise HTTPException(503, "the prediction log is off (KEFU_ROUTER_PREDICTION_LOG=false): no figures")
+        until = datetime.now(timezone.utc)
+        try:
+            return await run_in_threadpool(compute, svc.store, until - timedelta(days=days), until,
+                                           svc.predictor.bundle.metadata, psi_warning=settings.psi_warning)
+        except StoreUnavailable as exc:
+            raise HTTPException(503, f"store unavailable: {exc}", headers={"Retry-After": "5"}) from None
 
     return v1

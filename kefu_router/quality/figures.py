@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Optional
 
 from kefu_router.labels import CUSTOMER_TYPE, EMOTION, HEADS, INTENT
 
-NO_TRAIT = "(none)"
+from kefu_router.bundle_files import NO_TRAIT  # noqa: E402  (one spelling of "no trait")
 PSI_FLOOR = 1e-4
 HEAD_NAMES = tuple(h.name for h in HEADS)
 

@@ -288,6 +288,19 @@ class Store:
         out = [{**_as_dict(r), "final": finals[r.id]} for r in rows if r is not None]
         return [r for r in out if since <= r["final"]["created_at"] < until]
 
+    def conversation_texts(self, conversation_ids: list[str]) -> list[dict]:
+        """Stored (masked) customer texts of these conversations: {conversation_id, turn, role, text}, latest per turn."""
+        out: dict[tuple, dict] = {}
+        with self._session() as session:
+            for start in range(0, len(conversation_ids), 500):
+                chunk = conversation_ids[start:start + 500]
+                for r in session.scalars(select(Prediction).where(
+                        Prediction.kind == "message", Prediction.conversation_id.in_(chunk),
+                        Prediction.turn.is_not(None), Prediction.text_masked.is_not(None)).order_by(Prediction.created_at)):
+                    out[(r.conversation_id, r.turn)] = {"conversation_id": r.conversation_id, "turn": r.turn,
+                                                        "role": "customer", "text": r.text_masked}
+        return list(out.values())
+
     @staticmethod
     def _latest_feedback(session: Session, ids: list[str], column) -> dict[str, dict]:
         finals: dict[str, dict] = {}
