@@ -448,9 +448,11 @@ def parse_age(value: str) -> "timedelta":
 
 
 def parse_moment(value: str, now: "datetime") -> "datetime":
-    """An ISO date or date-time (naive means UTC), or an age before `now` ('28d'); ValueError otherwise."""
+    """'now', an ISO date or date-time (naive means UTC), or an age before `now` ('28d'); ValueError otherwise."""
     from datetime import datetime, timezone
 
+    if value.strip().lower() == "now":
+        return now
     try:
         return now - parse_age(value)
     except ValueError:
@@ -513,7 +515,7 @@ def db_prune(
 def feedback_export(
     output: Path = typer.Option(..., "--output", "-o", help="corrections.parquet (or .jsonl)"),
     since: str = typer.Option("28d", help="feedback given from: a date (2026-11-01, UTC unless an offset is given) or an age (28d)"),
-    until: str = typer.Option("0m", help="feedback given before: a date or an age (default: now)"),
+    until: str = typer.Option("now", help="feedback given before: now, a date or an age"),
     chat_export: Optional[Path] = typer.Option(None, help="the customer's chat export (JSON Lines: conversation_id, turn, "
                                                "role, text) to take text and context from; default: the log's masked text"),
     corpus: Optional[Path] = typer.Option(None, help="corpus whose dev/test messages must not leak (default: training/data/kefu_corpus.jsonl)"),
@@ -555,7 +557,7 @@ def feedback_export(
 def quality_report(
     output: Path = typer.Option(Path("quality.html"), "--output", "-o", help="the HTML page to write"),
     since: str = typer.Option("28d", help="predictions from: a date or an age (28d)"),
-    until: str = typer.Option("0m", help="predictions before: a date or an age (default: now)"),
+    until: str = typer.Option("now", help="predictions before: now, a date or an age"),
     model: Optional[Path] = ModelOption,
     training_distribution: Optional[Path] = typer.Option(None, help="JSON label counts (metadata.json's label_distribution "
                                                          "shape) when the bundle has none"),
