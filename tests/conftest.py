@@ -14,6 +14,14 @@ MINI_DATA = FIXTURES / "mini.jsonl"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prediction_store_in_session_tmp(tmp_path_factory):
+    """Services started by module- and session-scoped fixtures log into a temporary file, never ./kefu_router.db."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KEFU_ROUTER_DB", str(tmp_path_factory.mktemp("store") / "kefu_router.db"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def prediction_store_in_tmp(tmp_path, monkeypatch):
     """Every service a test starts logs into its own SQLite file, never into ./kefu_router.db."""
