@@ -244,6 +244,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="KEFU_ROUTER_THREADS (onnxruntime intra-op threads)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (kefu-router serve --workers)")
     parser.add_argument("--client-processes", type=int, default=4, help="load-generating processes (connections spread over them)")
+    parser.add_argument("--compare", choices=["batching", "prediction-log"], default="batching",
+                        help="batching: on vs off (prediction log on); prediction-log: the log off vs on (batching on), "
+                             "alternating off/on --rounds times so both see the same machine")
+    parser.add_argument("--rounds", type=int, default=2, help="--compare prediction-log: off/on pairs per level")
     args = parser.parse_args()
     model = resolve_bundle_path(args.model)
     settings = {k: v for k, v in {"max_wait_ms": args.max_wait_ms, "max_batch_size": args.max_batch_size,
@@ -252,6 +256,11 @@ def main() -> None:
     print(f"server environment {env or 'defaults'}")
     print(f"model {model}  cpus {os.cpu_count()}  requests/level <= {args.requests}  seconds/level <= {args.max_seconds}  "
           f"client processes <= {args.client_processes}  server workers {args.workers}")
+    store_dir = tempfile.TemporaryDirectory(prefix="kefu-bench-")  # the prediction log's SQLite file, never ./kefu_router.db
+    env["KEFU_ROUTER_DB"] = str(Path(store_dir.name) / "kefu_router.db")
+    if args.compare == "prediction-log":
+        compare_prediction_log(model, env, args)
+        return
     alone = model_alone(model, settings)
     print(f"model alone, no HTTP: {alone[1]:.0f} req/s with one conversation per call, {alone[32]:.0f} req/s "
           f"with 32 per call: {alone[32] / alone[1]:.2f}x from batching", flush=True)
@@ -275,6 +284,36 @@ def main() -> None:
         ratio = results[(True, 32)]["rps"] / results[(False, 32)]["rps"]
         print(f"throughput ratio at concurrency 32 (batching on / off): {ratio:.2f}x; "
               f"p99 with batching {results[(True, 32)]['p99']:.1f} ms")
+
+
+def compare_prediction_log(model: Path, env: dict, args) -> None:
+    """Batching on; per concurrency level, `--rounds` pairs of runs with the prediction log off, then on (SQLite)."""
+    print(f"{'log':>4} {'conc':>5} {'n':>6} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'srv CPU ms/req':>15}")
+    totals: dict[tuple[bool, int], list[dict]] = {}
+    servers = {}
+    try:
+        for logging_on in (False, True):
+            port = free_port()
+            servers[logging_on] = (port, start_server(model, True, port, {**env, "KEFU_ROUTER_PREDICTION_LOG": str(logging_on).lower()}, args.workers))
+        for c in args.concurrency:
+            for _ in range(args.rounds):
+                for logging_on in (False, True):
+                    port, server = servers[logging_on]
+                    r = load(f"http://{HOST}:{port}/v1/route", c, args.requests, args.max_seconds, args.client_processes, server.pid)
+                    totals.setdefault((logging_on, c), []).append(r)
+                    print(f"{'on' if logging_on else 'off':>4} {c:>5} {r['n']:>6} {r['errors']:>4} {r['rps']:>8.1f} {r['p50']:>8.1f} "
+                          f"{r['p95']:>8.1f} {r['p99']:>8.1f} {r['server_cpu_ms']:>15.2f}", flush=True)
+        rows = urlopen(f"http://{HOST}:{servers[True][0]}/metrics", timeout=5).read().decode()
+        written = re.search(r"^kefu_prediction_log_rows_total ([0-9.e+]+)", rows, re.M)
+        print(f"prediction rows written by the logging server: {written.group(1) if written else '?'}")
+    finally:
+        for _, server in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
+    for c in args.concurrency:
+        off, on = ([statistics.mean(r[k] for r in totals[(flag, c)]) for k in ("rps", "p50")] for flag in (False, True))
+        print(f"concurrency {c}: {off[0]:.1f} -> {on[0]:.1f} req/s ({on[0] / off[0] - 1:+.1%}), "
+              f"p50 {off[1]:.1f} -> {on[1]:.1f} ms with the prediction log on (mean of {args.rounds} runs each)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from kefu_router.labels import CUSTOMER_TYPE, HEADS
+from kefu_router.labels import CUSTOMER_TYPE, EMOTION, HEADS, INTENT
 
 BUNDLE_FORMAT = 1
 STRICT = ConfigDict(strict=True, extra="forbid")
@@ -52,6 +52,24 @@ class ThresholdsFile(BaseModel):
     temperature: Temperatures = Field(default_factory=Temperatures)  # type: ignore[valid-type]
 
 
+Count = Annotated[int, Field(ge=0)]
+NO_TRAIT = "(none)"  # customer_type: messages without any trait
+
+
+class LabelDistribution(BaseModel):
+    """metadata.json `label_distribution` (optional): label counts of the training data, the drift reference.
+
+    customer_type counts trait mentions plus "(none)" for messages without a trait. Written by export
+    from the run's train split; a label missing from a head's map counts 0.
+    """
+
+    model_config = STRICT
+    source: str = Field(min_length=1, description="what was counted, e.g. 'train split, 1234 messages'")
+    emotion: dict[Literal[EMOTION.labels], Count]  # type: ignore[valid-type]
+    intent: dict[Literal[INTENT.labels], Count]  # type: ignore[valid-type]
+    customer_type: dict[Literal[(*CUSTOMER_TYPE.labels, NO_TRAIT)], Count]  # type: ignore[valid-type]
+
+
 class MetadataFile(BaseModel):
     """metadata.json: the fields the runtime reads are checked; export adds more (metrics, parity...), kept as they are."""
 
@@ -62,3 +80,4 @@ class MetadataFile(BaseModel):
     max_context_turns: int = Field(ge=0)
     schema_digest: Optional[str] = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+    label_distribution: Optional[LabelDistribution] = None

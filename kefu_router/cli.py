@@ -442,5 +442,187 @@ def cases(
         output.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
+# --- the prediction log and feedback store (serve extra) ---------------------------------------------------
+
+db_app = typer.Typer(no_args_is_help=True, help="The prediction log and feedback database (KEFU_ROUTER_DB).")
+feedback_app = typer.Typer(no_args_is_help=True, help="Agents' feedback: export corrections as training rows.")
+quality_app = typer.Typer(no_args_is_help=True, help="Model quality from agents' feedback: agreement, review flag, drift.")
+app.add_typer(db_app, name="db")
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(quality_app, name="quality")
+DbOption = typer.Option(None, "--db", help="SQLite file or SQLAlchemy URL (default: $KEFU_ROUTER_DB or kefu_router.db)")
+
+
+def _need_serve_extras(exc: ImportError) -> None:
+    fail(f"{exc.name or exc} is not installed: this command needs the serve extra, pip install -e \".[serve]\"")
+
+
+def parse_age(value: str) -> "timedelta":
+    """'90d', '12h', '4w', '30m' -> timedelta; ValueError for anything else."""
+    import re
+    from datetime import timedelta
+
+    match = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", value or "")
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{value!r} is not an age such as 90d, 12h, 4w or 30m")
+    unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
+def parse_moment(value: str, now: "datetime") -> "datetime":
+    """'now', an ISO date or date-time (naive means UTC), or an age before `now` ('28d'); ValueError otherwise."""
+    from datetime import datetime, timezone
+
+    if value.strip().lower() == "now":
+        return now
+    try:
+        return now - parse_age(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a date (2026-11-01, 2026-11-01T08:00+08:00) nor an age (28d)") from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _open_store(db: Optional[str], migrate: bool = True):
+    """The Store for --db / $KEFU_ROUTER_DB, migrated; one clear line when it cannot be opened."""
+    import os
+
+    try:
+        from kefu_router.store import Store, StoreUnavailable
+    except ImportError as exc:
+        _need_serve_extras(exc)
+    try:
+        store = Store(db or os.environ.get("KEFU_ROUTER_DB") or "kefu_router.db")
+        if migrate:
+            store.migrate()
+    except (ValueError, StoreUnavailable) as exc:
+        fail(f"cannot open the store: {exc}")
+    return store
+
+
+@db_app.command("migrate")
+def db_migrate(db: Optional[str] = DbOption):
+    """Create or upgrade the tables (the service does this at start-up too)."""
+    store = _open_store(db)
+    typer.echo(f"{store!r} at revision {store.revision()}")
+
+
+@db_app.command("prune")
+def db_prune(
+    older_than: str = typer.Option(..., "--older-than", help="delete predictions and feedback older than this: 90d, 12w, 48h"),
+    db: Optional[str] = DbOption,
+):
+    """Retention: delete predictions and feedback older than --older-than (feedback on a deleted prediction too)."""
+    from datetime import datetime, timezone
+
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        fail(str(exc))
+    store = _open_store(db)
+    from kefu_router.store import StoreUnavailable
+
+    before = datetime.now(timezone.utc) - age
+    try:
+        deleted = store.prune(before)
+    except StoreUnavailable as exc:
+        fail(f"store unavailable: {exc}")
+    typer.echo(json.dumps({"before": before.isoformat(timespec="seconds"), "deleted": deleted}))
+
+
+@feedback_app.command("export")
+def feedback_export(
+    output: Path = typer.Option(..., "--output", "-o", help="corrections.parquet (or .jsonl)"),
+    since: str = typer.Option("28d", help="feedback given from: a date (2026-11-01, UTC unless an offset is given) or an age (28d)"),
+    until: str = typer.Option("now", help="feedback given before: now, a date or an age"),
+    chat_export: Optional[Path] = typer.Option(None, help="the customer's chat export (JSON Lines: conversation_id, turn, "
+                                               "role, text) to take text and context from; default: the log's masked text"),
+    corpus: Optional[Path] = typer.Option(None, help="corpus whose dev/test messages must not leak (default: training/data/kefu_corpus.jsonl)"),
+    db: Optional[str] = DbOption,
+):
+    """Agents' final labels as training rows in the corpus format; dev/test conversations are set aside and counted."""
+    import os
+    from datetime import datetime, timezone
+
+    try:
+        from kefu_router.training.feedback_export import ExportError, export_feedback
+    except ImportError as exc:
+        _need_training_extras(exc)
+    now = datetime.now(timezone.utc)
+    try:
+        start, end = parse_moment(since, now), parse_moment(until, now)
+    except ValueError as exc:
+        fail(str(exc))
+    store = _open_store(db)
+    from kefu_router.store import StoreUnavailable
+
+    key = os.environ.get("KEFU_ROUTER_TEXT_HMAC_KEY")
+    try:
+        summary = export_feedback(store, start, end, output, chat_export=chat_export, corpus=corpus,
+                                  text_key=key.encode() if key else None)
+    except (_user_errors() + (ExportError,)) as exc:
+        fail(str(exc))
+    except StoreUnavailable as exc:
+        fail(f"store unavailable: {exc}")
+    typer.echo(summary.merge.summary())
+    for line in summary.merge.unmatched:
+        typer.echo(f"  not exported: {line}")
+    for correction, why in summary.merge.set_aside:
+        typer.echo(f"  set aside: {correction.where}: {why}")
+    typer.echo(json.dumps(summary.as_dict(), ensure_ascii=False))
+
+
+@quality_app.command("report")
+def quality_report(
+    output: Path = typer.Option(Path("quality.html"), "--output", "-o", help="the HTML page to write"),
+    since: str = typer.Option("28d", help="predictions from: a date or an age (28d)"),
+    until: str = typer.Option("now", help="predictions before: now, a date or an age"),
+    model: Optional[Path] = ModelOption,
+    training_distribution: Optional[Path] = typer.Option(None, help="JSON label counts (metadata.json's label_distribution "
+                                                         "shape) when the bundle has none"),
+    psi_warning: float = typer.Option(0.2, min=0.0, help="PSI above which a week's predicted labels are flagged as drift"),
+    json_output: Optional[Path] = typer.Option(None, "--json", help="also write the figures as JSON (what GET /v1/quality returns)"),
+    db: Optional[str] = DbOption,
+):
+    """A self-contained HTML page: agreement with agents per head and week, confusion, review flag, drift; per model version."""
+    from datetime import datetime, timezone
+
+    try:
+        from kefu_router.quality.report import compute, write_html
+        import jinja2, matplotlib  # noqa: E401,F401
+    except ImportError as exc:
+        _need_serve_extras(exc)
+    from kefu_router.bundle import load_bundle
+    from kefu_router.store import StoreUnavailable
+
+    now = datetime.now(timezone.utc)
+    try:
+        start, end = parse_moment(since, now), parse_moment(until, now)
+        metadata = load_bundle(model).metadata
+    except (_user_errors() + (ValueError,)) as exc:
+        fail(str(exc))
+    store = _open_store(db)
+    try:
+        figures = compute(store, start, end, metadata, training_file=training_distribution, psi_warning=psi_warning)
+    except StoreUnavailable as exc:
+        fail(f"store unavailable: {exc}")
+    except (ValueError, OSError) as exc:  # a bad --training-distribution file
+        fail(f"{training_distribution}: {exc}")
+    write_html(figures, output)
+    if json_output:
+        json_output.write_text(json.dumps(figures, ensure_ascii=False, indent=1), encoding="utf-8")
+    for line in figures["warnings"]:
+        typer.secho(f"warning: {line}", err=True, fg=typer.colors.YELLOW)
+    for v in figures["model_versions"]:
+        x = figures["versions"][v]
+        agree = ", ".join(f"{h} {x['agreement'][h]['agreement']}" for h in x["agreement"])
+        typer.echo(f"{v}: {x['messages']} messages, {x['reviewed']} reviewed; agreement {agree}; review flag "
+                   f"rate {x['review_flag']['rate']} precision {x['review_flag']['precision']} recall {x['review_flag']['recall']}")
+    typer.echo(f"report written to {output}")
+
+
 def main() -> None:  # pragma: no cover
     app()

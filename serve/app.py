@@ -12,9 +12,11 @@ builds them to fail early with a clear error) can be handed in.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Optional, Sequence
 
@@ -59,6 +61,9 @@ class Service:
         self.router = router
         self.metrics = Metrics()
         self.batcher: Optional[MicroBatcher] = None
+        self.store = None  # kefu_router.store.Store, when the prediction log is on
+        self.prediction_log = None  # kefu_router.store.writer.PredictionLog
+        self._gauges: Optional[asyncio.Task] = None
         self.ready = False
 
     async def start(self) -> None:
@@ -77,15 +82,88 @@ class Service:
         gc.collect()
         gc.freeze()
         self.batcher.start()
+        if s.prediction_log:
+            await asyncio.get_running_loop().run_in_executor(None, self._open_store)
+            self._gauges = asyncio.get_running_loop().create_task(self._refresh_agreement(), name="kefu-agreement")
         self.ready = True
         log.info("ready", extra={"model_version": self.predictor.version, "precision": self.predictor.precision,
                                  "batching": s.batching, "max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms,
                                  "playbooks": self.router.playbooks.source})
 
+    def _open_store(self) -> None:
+        """Open and migrate the store; a database that is down is logged, and the log's thread keeps trying."""
+        from kefu_router.store import Store, StoreUnavailable
+        from kefu_router.store.writer import PredictionLog
+
+        s, m = self.settings, self.metrics
+        self.store = Store(s.db)  # ValueError for a URL that is not one: start-up fails with it
+        migrated = True
+        try:
+            self.store.migrate()
+            m.store_up.set(1)
+        except StoreUnavailable as exc:
+            log.error("prediction store unavailable at start-up; predictions are served and queued",
+                      extra={"store": repr(self.store), "reason": str(exc)})
+            migrated = False
+            m.store_up.set(0)
+        key = s.text_hmac_key.get_secret_value().encode() if s.text_hmac_key else None
+        self.prediction_log = PredictionLog(
+            self.store, migrated=migrated, text_key=key, store_text=s.store_text, max_text_chars=s.max_text_chars,
+            batch_size=s.log_batch_size, interval_s=s.log_interval_ms / 1000, max_pending=s.log_max_pending,
+            on_write=m.observe_log_write, on_health=lambda up: m.store_up.set(int(up)), on_drop=m.log_dropped.inc,
+        )
+        m.log_pending.set_function(lambda: self.prediction_log.pending)
+        self.prediction_log.start()
+        log.info("prediction log on", extra={"store": repr(self.store), "store_text": s.store_text, "text_hmac": key is not None})
+
+    @property
+    def keeps_text(self) -> bool:
+        """Whether log rows need the message text (for its HMAC or its masked copy)."""
+        return self.settings.store_text or self.settings.text_hmac_key is not None
+
+    def log_predictions(self, rows: list[dict]) -> None:
+        if self.prediction_log is not None:
+            self.prediction_log.put(rows)
+
+    def add_feedback(self, **fields):
+        """Store.add_feedback, waiting for the prediction log once when the prediction may still be queued (sync)."""
+        from kefu_router.store import UnknownPrediction
+
+        try:
+            return self.store.add_feedback(**fields)
+        except UnknownPrediction:
+            if not self.prediction_log.flush(timeout=2.0):  # not written yet: a 404 would be wrong
+                from kefu_router.store import StoreUnavailable
+
+                raise StoreUnavailable(f"predictions are still waiting to be written ({self.prediction_log.last_error})") from None
+            return self.store.add_feedback(**fields)
+
+    async def _refresh_agreement(self) -> None:
+        """Every minute: the agreement gauges from the store, over the last `quality_window_days`."""
+        from kefu_router.quality.figures import agreement_by_head
+
+        while True:
+            try:
+                since = datetime.now(timezone.utc) - timedelta(days=self.settings.quality_window_days)
+                rows = await asyncio.get_running_loop().run_in_executor(
+                    None, self.store.corrected_messages, since, datetime.now(timezone.utc) + timedelta(seconds=1))
+                for head, value in agreement_by_head(rows).items():
+                    self.metrics.agreement.labels(head).set(value["agreement"] if value["n"] else float("nan"))
+            except Exception as exc:  # the store being down must not end the task
+                log.warning("agreement gauges not refreshed", extra={"reason": f"{type(exc).__name__}: {exc}"[:300]})
+            await asyncio.sleep(60)
+
     async def stop(self) -> None:
         self.ready = False
         if self.batcher:
             await self.batcher.stop()
+        if self._gauges:
+            self._gauges.cancel()
+            await asyncio.gather(self._gauges, return_exceptions=True)
+        if self.prediction_log is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.prediction_log.stop)
+        if self.store is not None:
+            self.store.close()
 
     async def predict(self, messages: Sequence[Message]) -> list[dict]:
         predictions = await self.batcher.predict(messages, timeout=self.settings.request_timeout_s)

@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -49,6 +49,17 @@ class Metrics:
         )
         self.labels = Counter("kefu_predicted_labels", "predicted labels per head", ["head", "label"], **reg)
         self.routed = Counter("kefu_routed", "routing decisions per playbook", ["playbook", "needs_human_review"], **reg)
+        self.log_rows = Counter("kefu_prediction_log_rows", "prediction rows written to the store", **reg)
+        self.log_dropped = Counter("kefu_prediction_log_dropped", "prediction rows dropped (store down too long, or refused)", **reg)
+        self.log_write = Histogram("kefu_prediction_log_write_seconds", "time of one batched write to the store",
+                                   buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5), **reg)
+        self.log_pending = Gauge("kefu_prediction_log_pending", "prediction rows waiting to be written",
+                                 multiprocess_mode="livesum", **reg)
+        self.store_up = Gauge("kefu_store_up", "1 when the last write to the prediction store succeeded",
+                              multiprocess_mode="livemin", **reg)
+        self.agreement = Gauge("kefu_feedback_agreement", "share of agent-reviewed messages whose final label the model "
+                               "predicted, per head, over KEFU_ROUTER_QUALITY_WINDOW_DAYS", ["head"],
+                               multiprocess_mode="livemax", **reg)
         for head in (EMOTION, INTENT, CUSTOMER_TYPE):  # expose zeros so dashboards see every label
             for label in head.labels:
                 self.labels.labels(head.name, label)
@@ -60,6 +71,10 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+    def observe_log_write(self, rows: int, seconds: float) -> None:
+        self.log_rows.inc(rows)
+        self.log_write.observe(seconds)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -11,9 +11,12 @@ customer message must not be lost because it was long. Bodies over
 `max_body_bytes` get 413 (observability.ServiceMiddleware).
 """
 
+import uuid
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -25,10 +28,12 @@ from kefu_router.privacy import mask_pii
 from kefu_router.serve.intake import CheckedRoute, api_key_header, bearer
 from kefu_router.serve.schemas import (
     ClassifyResponse,
+    FeedbackResponse,
     MessagePrediction,
     ModelInfo,
     RouteResponse,
     TurnPrediction,
+    feedback_model,
     request_models,
 )
 from kefu_router.serve.settings import Settings
@@ -51,8 +56,9 @@ class Detail(BaseModel):
 
 
 def _errors(*codes: int) -> dict:
-    described = {400: "body is not UTF-8", 401: "missing or wrong API key", 413: "body too large",
-                 415: "body is not JSON", 503: "overloaded or not ready; retry"}
+    described = {400: "body is not UTF-8", 401: "missing or wrong API key", 404: "no logged prediction by that id "
+                 "(or conversation id and turn)", 409: "the idempotency key was used for another request",
+                 413: "body too large", 415: "body is not JSON", 503: "overloaded or not ready; retry"}
     return {code: {"model": Detail, "description": described[code]} for code in codes}
 
 
@@ -64,6 +70,19 @@ def _log(request: Request, svc, texts: list[str], **fields) -> None:
     if svc.settings.log_masked_text:
         fields["texts_masked"] = [mask_pii(t) for t in texts]
     request.state.log = fields
+
+
+def _message_row(svc, p: dict, now: datetime, text: str, **fields) -> tuple[str, dict]:
+    """(prediction_id, log row) of one message prediction; built on the event loop, so only references, no copies."""
+    pid = uuid.uuid4().hex
+    row = {"id": pid, "kind": "message", "created_at": now, "model_version": svc.predictor.version,
+           "emotion": p["emotion"]["label"], "intent": p["intent"]["label"],
+           "customer_type": [t["label"] for t in p["customer_type"]],
+           "scores": {"emotion": p["emotion"]["scores"], "intent": p["intent"]["scores"],
+                      "customer_type": p["customer_type_scores"]}, **fields}
+    if svc.keeps_text:
+        row["text"] = text  # the log's thread turns it into an HMAC and, when configured, a masked copy
+    return pid, row
 
 
 health = APIRouter(tags=["operations"])
@@ -97,6 +116,7 @@ def v1_router(settings: Settings) -> APIRouter:
     v1 = APIRouter(prefix="/v1", tags=["v1"], route_class=CheckedRoute,
                    dependencies=[Depends(declare_api_key)] if keyed else [])
     ClassifyRequest, RouteRequest = request_models(settings)
+    FeedbackRequest = feedback_model(settings)
     auth = (401,) if keyed else ()
 
     @v1.get("/model", summary="model version, labels and headline metrics", responses=_errors(*auth))
@@ -120,10 +140,15 @@ def v1_router(settings: Settings) -> APIRouter:
         limit = settings.max_text_chars
         inputs = [cut_message(m.text, [(t.role, t.text) for t in m.context], limit) for m in body.messages]
         predictions = await svc.predict([message for message, _ in inputs])
+        now = datetime.now(timezone.utc)
+        logged = [_message_row(svc, p, now, m.text, conversation_id=m.conversation_id, turn=m.turn)
+                  for p, m in zip(predictions, body.messages)]
+        svc.log_predictions([row for _, row in logged])
         _log(request, svc, [message.text for message, _ in inputs], messages=len(inputs))
         return ClassifyResponse(
             model_version=svc.predictor.version,
-            results=[MessagePrediction(**p, truncated=cut) for p, (_, cut) in zip(predictions, inputs)],
+            results=[MessagePrediction(**p, prediction_id=pid, truncated=cut)
+                     for p, (_, cut), (pid, _) in zip(predictions, inputs, logged)],
         )
 
     @v1.post("/route", summary="the playbook for a conversation, with reasons",
@@ -137,10 +162,21 @@ def v1_router(settings: Settings) -> APIRouter:
         predictions = await svc.predict(list(chat.messages))
         decision = chat.route(svc.router, predictions)
         customer = chat.customer
+        now, decision_id = datetime.now(timezone.utc), uuid.uuid4().hex
+        review = decision.needs_human_review
+        logged = [_message_row(svc, p, now, turns[i].text, conversation_id=body.conversation_id, turn=i,
+                               decision_id=decision_id, needs_human_review=review) for p, i in zip(predictions, customer)]
+        svc.log_predictions([
+            {"id": decision_id, "kind": "route", "created_at": now, "model_version": svc.predictor.version,
+             "conversation_id": body.conversation_id, "playbook": decision.playbook.id, "rule": decision.rule,
+             "needs_human_review": review},
+            *(row for _, row in logged),
+        ])
         svc.metrics.routed.labels(decision.playbook.id, str(decision.needs_human_review).lower()).inc()
         _log(request, svc, [message.text for message in chat.messages], turns=len(turns), customer_turns=len(customer),
              playbook=decision.playbook.id, rule=decision.rule, needs_human_review=decision.needs_human_review)
         return RouteResponse(
+            prediction_id=decision_id,
             conversation_id=body.conversation_id,
             model_version=svc.predictor.version,
             playbook=decision.playbook,
@@ -148,7 +184,47 @@ def v1_router(settings: Settings) -> APIRouter:
             needs_human_review=decision.needs_human_review,
             reasons=decision.reasons,
             aggregate=decision.aggregate,
-            predictions=[TurnPrediction(**p, turn=i, truncated=cut) for p, i, cut in zip(predictions, customer, chat.truncated)],
+            predictions=[TurnPrediction(**p, prediction_id=pid, turn=i, truncated=cut)
+                         for p, i, cut, (pid, _) in zip(predictions, customer, chat.truncated, logged)],
         )
+
+    @v1.post("/feedback", status_code=201, summary="an agent's final labels or playbook for a logged prediction",
+             responses=_errors(400, *auth, 404, 409, 413, 415, 503))
+    async def feedback(body: FeedbackRequest, request: Request, svc=Depends(service)) -> FeedbackResponse:
+        from kefu_router.store.database import FeedbackRejected, IdempotencyConflict, StoreUnavailable, UnknownPrediction
+
+        if svc.store is None:
+            raise HTTPException(503, "the prediction log is off (KEFU_ROUTER_PREDICTION_LOG=false): feedback cannot be stored")
+        try:
+            result = await run_in_threadpool(svc.add_feedback, **body.model_dump())
+        except UnknownPrediction as exc:
+            raise HTTPException(404, str(exc)) from None
+        except FeedbackRejected as exc:
+            raise HTTPException(422, [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]) from None
+        except IdempotencyConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        except StoreUnavailable as exc:
+            svc.metrics.store_up.set(0)
+            raise HTTPException(503, f"feedback store unavailable, nothing was stored; retry with the same "
+                                     f"idempotency_key ({exc})", headers={"Retry-After": "5"}) from None
+        request.state.log = {"feedback_id": result.id, "replayed": result.replayed}  # ids only, never text
+        return FeedbackResponse(feedback_id=result.id, prediction_id=result.prediction_id, decision_id=result.decision_id,
+                                created_at=result.created_at, replayed=result.replayed)
+
+    @v1.get("/quality", summary="agreement with agents, review flag and drift, per model version (the quality report's figures)",
+            responses=_errors(*auth, 503))
+    async def quality(svc=Depends(service),
+                      days: Annotated[int, Query(ge=1, le=366, description="look back this many days")] = settings.quality_window_days) -> dict:
+        from kefu_router.quality.report import compute
+        from kefu_router.store.database import StoreUnavailable
+
+        if svc.store is None:
+            raise HTTPException(503, "the prediction log is off (KEFU_ROUTER_PREDICTION_LOG=false): no figures")
+        until = datetime.now(timezone.utc)
+        try:
+            return await run_in_threadpool(compute, svc.store, until - timedelta(days=days), until,
+                                           svc.predictor.bundle.metadata, psi_warning=settings.psi_warning)
+        except StoreUnavailable as exc:
+            raise HTTPException(503, f"store unavailable: {exc}", headers={"Retry-After": "5"}) from None
 
     return v1

@@ -20,10 +20,10 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from kefu_router.labels import ROLES
-from kefu_router.playbooks import Playbook, TraitLabel
+from kefu_router.labels import CUSTOMER_TYPE, EMOTION, INTENT, ROLES
+from kefu_router.playbooks import Playbook, PlaybookError, TraitLabel, load_playbooks
 from kefu_router.routing import ConversationSignals
 from kefu_router.serve.settings import Settings
 
@@ -131,6 +131,9 @@ def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]
         text: _text(settings.max_body_bytes, f"the message to classify; {cut}")
         context: list[Turn] = Field(default_factory=list, max_length=settings.max_turns,
                                     description="earlier turns, oldest first")
+        conversation_id: Optional[str] = Field(None, max_length=200, description="logged with the prediction, so "
+                                               "feedback can name the message by conversation_id + turn")
+        turn: Optional[int] = Field(None, ge=0, le=1_000_000, description="index of this message in its conversation")
 
     class ClassifyRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": _CLASSIFY_EXAMPLES})
@@ -143,6 +146,70 @@ def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]
                                   description="the conversation, oldest first; needs a customer turn")
 
     return ClassifyRequest, RouteRequest
+
+
+def _playbook_ids(settings: Settings) -> Optional[tuple[str, ...]]:
+    """The configured playbook ids, for the feedback schema; None when the file is broken (start-up reports it)."""
+    try:
+        return tuple(load_playbooks(settings.playbooks).playbooks)
+    except (PlaybookError, OSError):
+        return None
+
+
+_FEEDBACK_EXAMPLES = [
+    {"prediction_id": "3f1c0b6e9d2a4c4f8e7a5b1d2c3e4f50", "emotion": "angry", "intent": "complaint",
+     "customer_type": ["impatient"], "agent_id": "agent-017", "idempotency_key": "agent-017-20240618-0001"},
+    {"conversation_id": "c-20240618-0001", "turn": 2, "playbook": "angry_escalation",
+     "agent_id": "agent-017", "idempotency_key": "agent-017-20240618-0002"},
+]
+_LABEL_FIELDS = ("emotion", "intent", "customer_type", "playbook")
+_FEEDBACK_SCHEMA = {"examples": _FEEDBACK_EXAMPLES, "allOf": [
+    {"anyOf": [{"required": ["prediction_id"]}, {"required": ["conversation_id", "turn"]}]},
+    {"anyOf": [{"required": [f]} for f in _LABEL_FIELDS]},
+]}
+
+
+def feedback_model(settings: Settings) -> type[BaseModel]:
+    """FeedbackRequest: label ids from kefu_router.labels, playbook ids from the configured playbooks file."""
+    ids = _playbook_ids(settings)
+    PlaybookId = Literal[ids] if ids else str  # type: ignore[valid-type]
+    Opaque = Annotated[str, Field(min_length=1, max_length=200), BeforeValidator(_valid_unicode)]
+
+    class FeedbackRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", json_schema_extra=_FEEDBACK_SCHEMA)
+        # Not Optional: a field is left out, never null (a null would satisfy the schema's `required`).
+        prediction_id: Annotated[str, Field(pattern="^[0-9a-f]{32}$")] = Field(  # type: ignore[assignment]
+            None, description="a prediction_id from /v1/classify or /v1/route (a message's, or a routing decision's)")
+        conversation_id: Opaque = Field(None, description="with `turn`, instead of prediction_id: the "  # type: ignore[assignment]
+                                        "latest message prediction of that turn")
+        turn: int = Field(None, ge=0, le=1_000_000)  # type: ignore[assignment]
+        emotion: Literal[EMOTION.labels] = Field(None, description="the final emotion")  # type: ignore[valid-type]
+        intent: Literal[INTENT.labels] = Field(None, description="the final intent")  # type: ignore[valid-type]
+        customer_type: list[Literal[CUSTOMER_TYPE.labels]] = Field(  # type: ignore[valid-type]
+            None, max_length=CUSTOMER_TYPE.size, description="the final customer traits ([] for none)")
+        playbook: PlaybookId = Field(None, description="the final playbook of the conversation")
+        agent_id: Opaque = Field(description="opaque id of the agent (not a name)")
+        idempotency_key: Opaque = Field(description="unique per feedback; a retry with the same key changes nothing")
+
+        @model_validator(mode="after")
+        def _addressed_and_not_empty(self):
+            if self.prediction_id is None and (self.conversation_id is None or self.turn is None):
+                raise ValueError("name the message: prediction_id, or conversation_id and turn")
+            if all(getattr(self, f) is None for f in _LABEL_FIELDS):
+                raise ValueError("give at least one of emotion, intent, customer_type, playbook")
+            if self.customer_type is not None:  # schema order, no repeats: equal sets compare equal
+                self.customer_type = [t for t in CUSTOMER_TYPE.labels if t in set(self.customer_type)]
+            return self
+
+    return FeedbackRequest
+
+
+class FeedbackResponse(BaseModel):
+    feedback_id: int
+    prediction_id: Optional[str] = Field(description="the message prediction the labels apply to")
+    decision_id: Optional[str] = Field(description="the routing decision the playbook applies to")
+    created_at: datetime
+    replayed: bool = Field(description="true when an earlier request with this idempotency key committed it")
 
 
 class HeadPrediction(BaseModel):
@@ -159,6 +226,7 @@ class TraitPrediction(BaseModel):
 
 
 class MessagePrediction(BaseModel):
+    prediction_id: str = Field(description="id of this prediction in the log; send it with /v1/feedback")
     emotion: HeadPrediction
     intent: HeadPrediction
     customer_type: list[TraitPrediction] = Field(description="traits over their threshold")
@@ -176,6 +244,7 @@ class TurnPrediction(MessagePrediction):
 
 
 class RouteResponse(BaseModel):
+    prediction_id: str = Field(description="id of this routing decision in the log; send it with /v1/feedback")
     conversation_id: Optional[str]
     model_version: str
     playbook: Playbook

@@ -40,3 +40,16 @@ class Settings(BaseSettings):
     api_key: Optional[SecretStr] = Field(None, description="when set, /v1/* needs X-API-Key or a Bearer token")
     log_level: str = "INFO"
     log_masked_text: bool = Field(False, description="log message text, PII-masked (off: no text is logged)")
+
+    # prediction log and feedback store (kefu_router.store); docs/serving.md "Prediction log and feedback"
+    prediction_log: bool = Field(True, description="log every prediction and accept /v1/feedback (off: no database is opened)")
+    db: str = Field("kefu_router.db", description="SQLite file (created on first start) or SQLAlchemy URL, "
+                    "e.g. postgresql+psycopg://user:password@host/db")
+    store_text: bool = Field(False, description="store each message's text, PII-masked (off: no text is stored)")
+    text_hmac_key: Optional[SecretStr] = Field(None, description="key of the HMAC-SHA256 of each message's normalised "
+                                               "text, stored so exports can check a chat export against it")
+    log_batch_size: int = Field(500, ge=1, description="prediction rows per database write")
+    log_interval_ms: float = Field(200.0, gt=0, le=60_000, description="longest a prediction row waits to be written")
+    log_max_pending: int = Field(200_000, ge=1, description="prediction rows kept while the database is down; older ones are dropped and counted")
+    quality_window_days: int = Field(28, ge=1, le=366, description="days /v1/quality and the agreement gauges look back")
+    psi_warning: float = Field(0.2, gt=0, description="PSI above which a head's weekly label distribution is flagged as drift")

@@ -14,6 +14,51 @@ MINI_DATA = FIXTURES / "mini.jsonl"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prediction_store_in_session_tmp(tmp_path_factory):
+    """Services started by module- and session-scoped fixtures log into a temporary file, never ./kefu_router.db."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KEFU_ROUTER_DB", str(tmp_path_factory.mktemp("store") / "kefu_router.db"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def prediction_store_in_tmp(tmp_path, monkeypatch):
+    """Every service a test starts logs into its own SQLite file, never into ./kefu_router.db."""
+    monkeypatch.setenv("KEFU_ROUTER_DB", str(tmp_path / "kefu_router.db"))
+
+
+POSTGRES_ENV = "KEFU_ROUTER_TEST_POSTGRES_URL"
+
+
+def postgres_url() -> str:
+    """The test PostgreSQL database ($KEFU_ROUTER_TEST_POSTGRES_URL, set by .ci/run); skip without it, fail in CI."""
+    import os
+
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        reason = f"{POSTGRES_ENV} is not set: no PostgreSQL server to test against (.ci/run starts one)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must test the PostgreSQL store: {reason}")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """An empty database, once as a SQLite file and once on the test PostgreSQL server (tables dropped first)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    url = postgres_url()
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE IF EXISTS feedback, predictions, alembic_version CASCADE")
+    engine.dispose()
+    return url
+
+
 @pytest.fixture(autouse=True)
 def no_logging_left_configured():
     """Fail a test that leaves handlers on the root logger or changes its level (pytest's own handlers aside).

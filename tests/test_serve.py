@@ -501,7 +501,10 @@ def test_classify_gives_the_same_answer_with_batching_on_and_off(tiny_bundle):
     answers = []
     for batching in (True, False):
         with make_client(tiny_bundle, batching=batching) as c:
-            answers.append(c.post("/v1/classify", json=body).json())
+            answer = c.post("/v1/classify", json=body).json()
+            ids = [r.pop("prediction_id") for r in answer["results"]]  # unique per prediction, by design
+            assert len(set(ids)) == 2
+            answers.append(answer)
     assert answers[0] == answers[1]
 
 

@@ -56,6 +56,23 @@ def export_onnx(model, path: Path) -> None:
         )
 
 
+def label_distribution(examples, source: str) -> dict:
+    """Label counts per head of `examples` (bundle_files.LabelDistribution): the quality report's drift reference."""
+    from collections import Counter
+
+    from kefu_router.bundle_files import NO_TRAIT
+
+    counts = {"emotion": Counter(), "intent": Counter(), "customer_type": Counter()}
+    for ex in examples:
+        if ex.emotion:
+            counts["emotion"][ex.emotion] += 1
+        if ex.intent:
+            counts["intent"][ex.intent] += 1
+        if ex.customer_type is not None:
+            counts["customer_type"].update(ex.customer_type or [NO_TRAIT])
+    return {"source": source, **{head: dict(c) for head, c in counts.items()}}
+
+
 def stamp_positions(path: Path, positions: int) -> None:
     """Record the graph's position-embedding count in its ONNX metadata (kefu_router.predictor.check_graph reads it)."""
     graph = onnx.load(str(path))
@@ -191,6 +208,7 @@ def export(
         "baseline_metrics": scored.get("baseline_headline", {}),
         "quantization": {"int8": "static, QDQ, min-max calibrated", "calibration_examples": len(calibration)},
         "parity": {"examples": len(messages), "min_agreement": min_agreement, **checks},
+        "label_distribution": label_distribution(train, f"train split of {', '.join(map(str, config.data))}, {len(train)} messages"),
     }
     write_bundle_files(out, metadata, thresholds, run.fitted.get("temperature"))
     if not keep_fp32:  # ship only the int8 graph (the runtime default) to keep the bundle small
