@@ -4,7 +4,9 @@
         --checkpoint runs/default/checkpoint --messages 20000
 
 1. messages/s of the runtime Predictor (int8, and fp32 when a bundle with model.onnx is given)
-   on synthetic conversations with a realistic length mix and context (bench_tag's generator);
+   on synthetic conversations with a realistic length mix and context (bench_tag's generator), or with
+   --real ../shared/data on real buyer messages with the turns before them (JDDC USS, DataCLUE CIC, the
+   JDDC 2018 baseline windows; repeated to --messages);
 2. the same messages through a `transformers` Pipeline on the PyTorch weights, side by side, and
    the ratio (targets for the bundled model: >= 1,500 messages/s and >= 3x the pipeline);
 3. int8-vs-fp32 label agreement per head (target >= 99%).
@@ -35,6 +37,19 @@ def throughput(predictor: Predictor, messages: list, chunk: int) -> tuple[float,
     return len(messages) / (time.perf_counter() - start), out
 
 
+def real_messages(shared_data: Path, max_turns: int, n: int, seed: int) -> list:
+    """Every buyer turn of the three real sources with the turns before it, shuffled and repeated to `n`."""
+    import random
+
+    from kefu_router.text import Message
+    from kefu_router.training.corpus.real_sources import SOURCES, read_source
+
+    pool = [Message.of(t.text, [(c.role, c.text) for c in conv.turns[max(0, i - max_turns):i]])
+            for source in SOURCES for conv in read_source(source, shared_data) for i, t in conv.customer_turns()]
+    random.Random(seed).shuffle(pool)
+    return (pool * (n // len(pool) + 1))[:n]
+
+
 def agreement(a: list[dict], b: list[dict]) -> dict[str, float]:
     n = max(len(a), 1)
     return {
@@ -54,13 +69,18 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=2048)
     parser.add_argument("--baseline-limit", type=int, default=3000, help="messages for the (slow) transformers pipeline")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real", type=Path, default=None, help="../shared/data: real buyer messages instead of synthetic ones")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "chats.jsonl"
-        generate(source, int(args.messages * 1.6), seed=args.seed)  # ~60% of generated rows are customer turns
-        int8 = Predictor(args.model, batch_size=args.batch_size)
-        messages = customer_messages(source, int8.bundle.max_context_turns)
+    int8 = Predictor(args.model, batch_size=args.batch_size)
+    if args.real:
+        messages = real_messages(args.real, int8.bundle.max_context_turns, args.messages, args.seed)
+        print(f"real buyer messages from {args.real}")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            source = Path(tmp) / "chats.jsonl"
+            generate(source, int(args.messages * 1.6), seed=args.seed)  # ~60% of generated rows are customer turns
+            messages = customer_messages(source, int8.bundle.max_context_turns)
     lengths = [len(m.text) + sum(len(t) for _, t in m.context) for m in messages]
     print(f"{len(messages)} customer messages; characters incl. context: median {np.median(lengths):.0f}, p95 {np.percentile(lengths, 95):.0f}")
 

@@ -30,7 +30,6 @@ kefu-router export runs/student -o models/default --version "$STUDENT" --no-keep
 kefu-router export runs/teacher -o models/accurate --version "$TEACHER" --no-keep-fp32
 
 # 5. every model on the same test rows (real and project groups), the shipped int8 bundles included
-kefu-router evaluate runs/student
 for name in v1.1:$PREVIOUS_V11 v1.2:$PREVIOUS_V12; do
     mkdir -p "runs/${name%%:*}"
     for f in model.int8.onnx tokenizer.json schema.json thresholds.json metadata.json; do
@@ -41,10 +40,17 @@ done
 kefu-router evaluate models/accurate "${DATA[@]}" -o runs/accurate-eval
 kefu-router evaluate models/default "${DATA[@]}" -o runs/default-eval
 
-# 6. behaviour cases, the model cards
+# 6. the shipped models side by side (quality, ECE, field cases, speed on real messages, size), the model cards
+python benchmarks/model_table.py --shared-data "$SHARED" -o runs/model_table.json \
+    --model "$STUDENT (student, default)=models/default:runs/default-eval" \
+    --model "$TEACHER (teacher, accurate)=models/accurate:runs/accurate-eval" \
+    --model "kefu-mini-v1.2 (real-data model)=runs/v1.2:runs/v1.2-eval" \
+    --model "kefu-mini-v1.1=runs/v1.1:runs/v1.1-eval" --baseline-from runs/default-eval
 kefu-router cases --shared "$(dirname "$SHARED")" -o runs/student/cases.json
 kefu-router cases --shared "$(dirname "$SHARED")" --model models/accurate -o runs/teacher/cases.json
-python -m kefu_router.training.model_card runs/student models/default "model_cards/$STUDENT.md" \
-    --notes "model_cards/notes/$STUDENT.md" --cases runs/student/cases.json \
-    --compare "teacher $TEACHER (int8)=runs/accurate-eval" --compare "kefu-mini-v1.2 (real data)=runs/v1.2-eval" \
-    --compare "kefu-mini-v1.1=runs/v1.1-eval"
+for who in student:$STUDENT:default teacher:$TEACHER:accurate; do
+    IFS=: read -r run version bundle <<< "$who"
+    kefu-router evaluate "runs/$run"
+    python -m kefu_router.training.model_card "runs/$run" "models/$bundle" "model_cards/$version.md" \
+        --notes "model_cards/notes/$version.md" --cases "runs/$run/cases.json" --summary runs/model_table.json
+done

@@ -105,8 +105,29 @@ Text sources this checkpoint saw: {', '.join(log.get('sources') or ['not recorde
 """
 
 
+def _summary(path: Path) -> str:
+    """The shipped models side by side (benchmarks/model_table.py's JSON)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("model_table", Path(__file__).resolve().parents[1] / "benchmarks" / "model_table.py")
+    table = json.loads(path.read_text(encoding="utf-8"))
+    if spec is None or not Path(spec.origin).is_file():
+        raise ValueError("--summary needs benchmarks/model_table.py (a source checkout)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    n = next(iter(table["rows"].values()))["n"]
+    return f"""### Headline: real buyer messages, test split (n={n}), every model as shipped (int8 bundles)
+`python benchmarks/model_table.py` (command in `scripts/build_e5_models.sh`): macro-F1 per head, customer-type
+micro-F1 per message and per conversation, ECE, the field-case pass rate, messages/s of the int8 Predictor on
+{table['messages_timed']:,} real buyer messages with context (2 CPU cores, one model after another in one run)
+and the bundle's size on disk.
+
+{module.render(table)}
+"""
+
+
 def render(run_dir: Path, bundle_dir: Path, out: Path, extra_sections: str = "", compare: dict[str, Path] | None = None,
-           pretrain_dir: Path | None = None, cases: Path | None = None) -> str:
+           pretrain_dir: Path | None = None, cases: Path | None = None, summary: Path | None = None) -> str:
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     others = {name: json.loads((d / "metrics.json").read_text(encoding="utf-8")) for name, d in (compare or {}).items()}
     group, primary = primary_group(metrics)
@@ -176,6 +197,7 @@ were chosen on the dev rows of {', '.join(config.get('selection_sources') or [])
 `kefu-router evaluate {run_dir}`. The TF-IDF + logistic-regression baseline is trained on the same training rows.
 Other rows are earlier models scored on the same rows (`kefu-router evaluate BUNDLE --data ...`).
 
+{_summary(summary) if summary else ""}
 {_group_tables(metrics, others, metrics['split'])}
 
 Per class, on the {group} {metrics['split']} rows:
@@ -213,10 +235,11 @@ def main() -> None:
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=RUN_DIR", help="another evaluated run as a column")
     parser.add_argument("--pretrain", type=Path, help="directory with the encoder's pretrain_log.json")
     parser.add_argument("--cases", type=Path, help="`kefu-router cases -o` report: pass rate per kind")
+    parser.add_argument("--summary", type=Path, help="benchmarks/model_table.py's JSON: the shipped models side by side")
     args = parser.parse_args()
     compare = dict(item.split("=", 1) for item in args.compare)
     notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
-    render(args.run_dir, args.bundle_dir, args.out, notes, {k: Path(v) for k, v in compare.items()}, args.pretrain, args.cases)
+    render(args.run_dir, args.bundle_dir, args.out, notes, {k: Path(v) for k, v in compare.items()}, args.pretrain, args.cases, args.summary)
     print(f"wrote {args.out}")
 
 
