@@ -46,6 +46,7 @@ class Bundle:
     schema: dict
     thresholds: dict[str, float]
     temperatures: dict[str, float] = field(default_factory=dict)  # softmax head -> T; logits / T
+    review_below: float | None = None  # fitted review threshold (thresholds.json `review`); None: the playbooks' default
 
     @property
     def version(self) -> str:
@@ -119,14 +120,16 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
     if metadata.schema_digest not in (None, digest):
         raise BundleError(f"bundle {root}: metadata.json: schema_digest {metadata.schema_digest!r} does not match schema.json ({digest})")
     temperatures = {h: t for h, t in thresholds.temperature.model_dump().items() if t is not None}
-    return Bundle(root, metadata.model_dump(), schema, thresholds.customer_type.model_dump(), temperatures)
+    review_below = thresholds.review.below if thresholds.review else None
+    return Bundle(root, metadata.model_dump(), schema, thresholds.customer_type.model_dump(), temperatures, review_below)
 
 
 def write_bundle_files(root: Path, metadata: dict, thresholds: dict[str, float],
-                       temperatures: dict[str, float] | None = None) -> None:
+                       temperatures: dict[str, float] | None = None, review: dict | None = None) -> None:
     """Write schema, thresholds (and temperatures) and metadata (export writes the ONNX and tokenizer files)."""
     root.mkdir(parents=True, exist_ok=True)
     dump = lambda name, obj: (root / name).write_text(json.dumps(obj, ensure_ascii=False, indent=2), encoding="utf-8")
     dump("schema.json", schema_dict())
-    dump("thresholds.json", {"customer_type": thresholds, **({"temperature": temperatures} if temperatures else {})})
+    dump("thresholds.json", {"customer_type": thresholds, **({"temperature": temperatures} if temperatures else {}),
+                             **({"review": review} if review else {})})
     dump("metadata.json", {"format": BUNDLE_FORMAT, "schema_digest": schema_digest(), **metadata})

@@ -46,10 +46,22 @@ Temperatures = create_model(
 )
 
 
+class ReviewThreshold(BaseModel):
+    """thresholds.json `review` (optional): human review below this confidence, fitted on dev with its figures."""
+
+    model_config = STRICT
+    below: Probability
+    flag_rate: Optional[Probability] = None
+    precision: Optional[Probability] = None
+    recall: Optional[Probability] = None
+    dev_rows: Optional[Annotated[int, Field(ge=0)]] = None
+
+
 class ThresholdsFile(BaseModel):
     model_config = STRICT
     customer_type: TraitThresholds  # type: ignore[valid-type]
     temperature: Temperatures = Field(default_factory=Temperatures)  # type: ignore[valid-type]
+    review: Optional[ReviewThreshold] = None
 
 
 Count = Annotated[int, Field(ge=0)]

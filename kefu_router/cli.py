@@ -326,7 +326,7 @@ def serve(
         settings = Settings(**overrides)
         # Load here, before uvicorn starts, so a bad bundle or playbooks file ends with one clear line.
         predictor = serving_predictor(settings)
-        router = Router(settings.playbooks, window=settings.window)
+        router = Router(settings.playbooks, window=settings.window, review_below=predictor.bundle.review_below)
     except ValidationError as exc:
         fail("bad setting: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except (_user_errors() + (PlaybookError,)) as exc:
@@ -395,8 +395,8 @@ def route(
     try:
         raw = conversation.read_text(encoding="utf-8") if conversation else sys.stdin.read()
         chat = Conversation.of((t["role"], t["text"]) for t in json.loads(raw)["turns"])
-        router = Router(playbooks)
         predictor = Predictor(model)
+        router = Router(playbooks, review_below=predictor.bundle.review_below)
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         fail(f"expected a JSON object with a list of turns {{role, text}} ({exc})")
     except (_user_errors() + (ValueError, PlaybookError, OSError)) as exc:

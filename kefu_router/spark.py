@@ -67,12 +67,12 @@ def cached_predictor(model: str, precision: str = "int8", batch_size: int = 64, 
     return _PREDICTORS[key]
 
 
-def _cached_router(playbooks: str | None):
+def _cached_router(playbooks: str | None, review_below: float | None = None):
     from kefu_router.routing import Router
 
-    if playbooks not in _ROUTERS:
-        _ROUTERS[playbooks] = Router(playbooks)
-    return _ROUTERS[playbooks]
+    if (playbooks, review_below) not in _ROUTERS:
+        _ROUTERS[(playbooks, review_below)] = Router(playbooks, review_below=review_below)
+    return _ROUTERS[(playbooks, review_below)]
 
 
 def tag_batches(
@@ -90,7 +90,8 @@ def tag_batches(
     """The mapInPandas function: one partition's batches in, the same rows with tag columns out."""
     import pandas as pd
 
-    tagger = Tagger(cached_predictor(model, precision, batch_size, threads), _cached_router(playbooks), columns, max_open_conversations)
+    predictor = cached_predictor(model, precision, batch_size, threads)
+    tagger = Tagger(predictor, _cached_router(playbooks, predictor.bundle.review_below), columns, max_open_conversations)
     drop = [c for c in (columns.text if no_text else None, _SEQ_COLUMN) if c]
     for frame in batches:
         results = tagger.tag(frame.to_dict("records"))

@@ -322,7 +322,7 @@ def tag_file(
     }
     folder = out.with_name(out.name + ".parts")
     manifest = parts.open_job(folder, out, job, resume, overwrite)
-    tagger = Tagger(predictor, router or Router(), columns, max_open_conversations)
+    tagger = Tagger(predictor, router or Router(review_below=predictor.bundle.review_below), columns, max_open_conversations)
     if manifest["state"]:
         tagger.restore((folder / manifest["state"]).read_bytes())
         log.info("resuming %s after row %d (%d chunks done)", source, manifest["rows_done"], manifest["chunks_done"])

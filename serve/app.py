@@ -71,7 +71,7 @@ class Service:
         if self.predictor is None:
             self.predictor = serving_predictor(s)
         if self.router is None:
-            self.router = Router(s.playbooks, window=s.window)
+            self.router = Router(s.playbooks, window=s.window, review_below=self.predictor.bundle.review_below)
         self.batcher = MicroBatcher(
             self.predictor.predict, batching=s.batching, max_batch_size=s.max_batch_size,
             max_wait_ms=s.max_wait_ms, max_queue=s.max_queue, on_batch=self.metrics.observe_batch,

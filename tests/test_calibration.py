@@ -67,3 +67,36 @@ def test_a_bad_temperature_is_refused_when_the_bundle_loads(bundle_copy, bad):
     path.write_text(json.dumps({**json.loads(path.read_text()), "temperature": bad}))
     with pytest.raises(BundleError, match="temperature"):
         load_bundle(bundle_copy)
+
+
+def test_review_threshold_flags_the_least_confident_messages_while_most_flagged_are_wrong():
+    from kefu_router.training.calibration import fit_review_threshold
+
+    confidence = np.array([0.3, 0.35, 0.4, 0.6, 0.8, 0.9])  # the emotion score; intent is sure and right
+    wrong = np.array([1, 1, 0, 0, 0, 0], dtype=bool)  # the two least confident emotions are wrong (class 1, gold 0)
+    rest = (1 - confidence) / 3
+    emotion = np.stack([confidence, rest, rest, rest], axis=1)
+    emotion[wrong] = np.stack([rest, confidence, rest, rest], axis=1)[wrong]
+    probs = {"emotion": emotion, "intent": np.tile(np.eye(8)[0], (6, 1))}
+    targets = {"emotion": np.zeros(6, dtype=np.int64), "intent": np.zeros(6, dtype=np.int64)}
+    review = fit_review_threshold(probs, targets)
+    # flagging the 4 least confident keeps half of the flagged wrong; a 5th would drop it to 2/5
+    assert review["below"] == pytest.approx(0.8) and review["flag_rate"] == pytest.approx(4 / 6)
+    assert review["precision"] == pytest.approx(0.5) and review["recall"] == pytest.approx(1.0)
+    assert fit_review_threshold(probs, {"emotion": np.full(6, MISSING), "intent": targets["intent"]}) is None
+
+
+def test_a_bundles_fitted_review_threshold_reaches_the_router(bundle_copy):
+    from kefu_router.routing import Router
+
+    path = bundle_copy / "thresholds.json"
+    fitted = json.loads(path.read_text(encoding="utf-8"))
+    fitted["review"] = {"below": 0.99, "flag_rate": 0.9, "precision": 0.6, "recall": 1.0, "dev_rows": 10}
+    path.write_text(json.dumps(fitted), encoding="utf-8")
+    predictor = Predictor(bundle_copy)
+    assert predictor.bundle.review_below == 0.99
+    assert Router(review_below=predictor.bundle.review_below).review_below == 0.99
+    fitted["review"]["below"] = 1.5
+    path.write_text(json.dumps(fitted), encoding="utf-8")
+    with pytest.raises(BundleError, match="review"):
+        load_bundle(bundle_copy)

@@ -62,7 +62,7 @@ def load_cases(path: str | Path) -> list[Case]:
 
 def run_cases(predictor: Predictor, cases: list[Case], router: Router | None = None) -> dict:
     """Per kind: cases, passes, pass rate, all-heads rate, and the failing ids with what the model said."""
-    router = router or Router()
+    router = router or Router(review_below=predictor.bundle.review_below)
     chats = [Conversation.of(case.turns) for case in cases]
     flat = predictor.predict([m for chat in chats for m in chat.messages])
     kinds: dict[str, dict] = defaultdict(lambda: {"cases": 0, "passed": 0, "all_heads": 0, "failures": []})

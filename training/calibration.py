@@ -29,6 +29,29 @@ from kefu_router.training.data import MISSING
 SOFTMAX_HEADS = [h for h in HEADS if not h.multi_label]
 
 
+def fit_review_threshold(probs: dict[str, np.ndarray], targets: dict[str, np.ndarray], min_precision: float = 0.5) -> dict | None:
+    """The review threshold on (calibrated) dev probabilities: the largest confidence t such that, of the dev
+    messages with confidence = min(emotion score, intent score) below t, at least `min_precision` have a wrong
+    emotion or intent (a flagged message is more likely wrong than right). Returns {"below": t, "flag_rate",
+    "precision", "recall", "dev_rows"} (recall: wrong messages that are flagged), or None without labelled rows.
+    """
+    known = (targets["emotion"] != MISSING) & (targets["intent"] != MISSING)
+    if not known.any():
+        return None
+    confidence = np.minimum(probs["emotion"].max(axis=1), probs["intent"].max(axis=1))[known]
+    wrong = ((probs["emotion"].argmax(axis=1) != targets["emotion"]) | (probs["intent"].argmax(axis=1) != targets["intent"]))[known]
+    order = np.argsort(confidence)
+    conf, err = confidence[order], wrong[order].astype(float)
+    precision = np.cumsum(err) / np.arange(1, len(err) + 1)  # flagging the k least confident messages
+    ok = np.flatnonzero(precision >= min_precision)
+    k = int(ok[-1]) + 1 if len(ok) else 0
+    below = float(conf[k]) if 0 < k < len(conf) else (float(conf[-1]) + 1e-6 if k else 0.0)
+    flagged = confidence < below
+    return {"below": round(min(below, 1.0), 4), "flag_rate": float(flagged.mean()),
+            "precision": float(wrong[flagged].mean()) if flagged.any() else 0.0,
+            "recall": float(flagged[wrong].mean()) if wrong.any() else 0.0, "dev_rows": int(known.sum())}
+
+
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of the true classes under softmax(logits / temperature)."""
     return float(-log_softmax(logits / temperature, axis=1)[np.arange(len(labels)), labels].mean())

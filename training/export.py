@@ -210,7 +210,7 @@ def export(
         "parity": {"examples": len(messages), "min_agreement": min_agreement, **checks},
         "label_distribution": label_distribution(train, f"train split of {', '.join(map(str, config.data))}, {len(train)} messages"),
     }
-    write_bundle_files(out, metadata, thresholds, run.fitted.get("temperature"))
+    write_bundle_files(out, metadata, thresholds, run.fitted.get("temperature"), run.fitted.get("review"))
     if not keep_fp32:  # ship only the int8 graph (the runtime default) to keep the bundle small
         (out / ONNX_FILES["fp32"]).unlink()
     return metadata

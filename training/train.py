@@ -25,7 +25,7 @@ from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 from kefu_router.labels import CUSTOMER_TYPE, HEADS, schema_dict
 from kefu_router.predictor import head_probabilities
 from kefu_router.text import encode, pad, prepare_tokenizer
-from kefu_router.training.calibration import fit_temperatures
+from kefu_router.training.calibration import fit_review_threshold, fit_temperatures
 from kefu_router.training.config import TrainConfig, load_config, save_config
 from kefu_router.training.distill import distillation_loss
 from kefu_router.training.data import MISSING, Example, fingerprint, label_arrays, load_examples, of_sources, split_examples, to_messages
@@ -291,7 +291,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     save_config(config, out_dir / "config.yaml")
     write_json(out_dir / "schema.json", schema_dict())
     temperatures = fit_temperatures(predict_logits(model, tokenizer, dev_ex, config), dev_targets)
-    write_json(out_dir / "thresholds.json", {CUSTOMER_TYPE.name: thresholds, "temperature": temperatures})
+    review = fit_review_threshold(predict_probabilities(model, tokenizer, dev_ex, config, temperatures=temperatures), dev_targets)
+    write_json(out_dir / "thresholds.json", {CUSTOMER_TYPE.name: thresholds, "temperature": temperatures,
+                                             **({"review": review} if review else {})})
     all_examples = [ex for s in splits.values() for ex in s]
     write_json(
         out_dir / "train_log.json",
