@@ -70,6 +70,30 @@ def test_predictions_are_found_by_id_and_by_conversation_turn_latest_first(store
     assert store.get(pid(9)) is None and store.message_at("c-1", 5) is None
 
 
+def test_insert_predictions_stores_what_a_core_insert_stores(store):
+    """The precompiled executemany (bind processors applied by hand) writes the same column values as SQLAlchemy Core."""
+    from sqlalchemy import insert, select, text
+
+    from kefu_router.store.tables import Prediction
+
+    table = Prediction.__table__
+    later = NOW + timedelta(microseconds=123457)
+    rows = [decision(pid(1), at=later), message(pid(2), at=later, decision=pid(1), text_masked="在吗 [电话]", text_hmac="ab" * 32),
+            message(pid(3), conversation=None, turn=None, customer_type=[], scores={"intent": {"logistics": 0.125, "other": 1e-07}})]
+    store.insert_predictions([dict(r) for r in rows])
+    with store.engine.begin() as connection:
+        connection.execute(insert(table), [{c.key: r.get(c.key) for c in table.columns} | {"id": r["id"].replace("0", "f")}
+                                           for r in rows])
+        cast = ", ".join(f"CAST({c.name} AS TEXT)" if c.key in ("customer_type", "scores") else c.name for c in table.columns if c.key != "id")
+        stored = {r[0]: r[1:] for r in connection.execute(text(f"SELECT id, {cast} FROM predictions"))}  # the raw column values
+        by_orm = {p.id: p for p in connection.execute(select(Prediction)).all()}
+    assert len(stored) == 6 and len(by_orm) == 6
+    for r in rows:
+        assert stored[r["id"]] == stored[r["id"].replace("0", "f")], r["id"]
+    assert store.get(pid(2)).created_at.replace(tzinfo=timezone.utc) == later and store.get(pid(3)).customer_type == []
+    assert store.get(pid(3)).scores == {"intent": {"logistics": 0.125, "other": 1e-07}} and store.get(pid(1)).scores is None
+
+
 def test_feedback_targets_messages_for_labels_and_decisions_for_playbooks(store):
     store.insert_predictions([decision(pid(1)), message(pid(2), decision=pid(1)), message(pid(3), conversation="c-2")])
     labels = store.add_feedback(idempotency_key="k1", agent_id="a", prediction_id=pid(2), emotion="angry")

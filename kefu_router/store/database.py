@@ -112,6 +112,7 @@ class Store:
             args = {"connect_timeout": max(1, int(connect_timeout_s))} if self.dialect == "postgresql" else {}
             self.engine = create_engine(self.url, pool_pre_ping=True, connect_args=args)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._insert_plan: Optional[tuple[str, bool, list]] = None  # insert_predictions' statement, compiled once
 
     def __repr__(self) -> str:
         return f"Store({self.url.render_as_string(hide_password=True)})"
@@ -167,15 +168,33 @@ class Store:
     # --- prediction log -----------------------------------------------------------------------------------
 
     def insert_predictions(self, rows: list[dict]) -> None:
-        """Insert prediction rows (dicts of tables.Prediction columns) in one transaction."""
-        if rows:
-            table = Prediction.__table__
-            columns = [c.key for c in table.columns]
-            try:  # Core, not the ORM's bulk path (a fifth less time per row); one executemany, every column in every row
-                with self.engine.begin() as connection:
-                    connection.execute(insert(table), [{c: row.get(c) for c in columns} for row in rows])
-            except (OperationalError, InterfaceError) as exc:
-                raise StoreUnavailable(_reason(exc)) from None
+        """Insert prediction rows (dicts of tables.Prediction columns; a missing key is NULL) in one transaction.
+
+        One executemany of the INSERT compiled once for this dialect, with each column's own bind processor
+        (JSON, DateTime) applied here: the values Core would send, without compiling the statement and building
+        a parameter dict per row again in every batch (this runs in the log's thread, but holds the GIL that the
+        event loop needs: about half the Python time per row of `connection.execute(insert(table), rows)`).
+        """
+        if not rows:
+            return
+        sql, keyed, plan = self._insert_plan or self._plan_insert()
+        if keyed:  # named parameters (psycopg): one dict per row
+            params = [{key: proc(row.get(key)) if proc else row.get(key) for key, proc in plan} for row in rows]
+        else:  # positional (sqlite3): one tuple per row
+            params = [tuple([proc(row.get(key)) if proc else row.get(key) for key, proc in plan]) for row in rows]
+        try:
+            with self.engine.begin() as connection:
+                connection.exec_driver_sql(sql, params)
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(_reason(exc)) from None
+
+    def _plan_insert(self) -> tuple[str, bool, list]:
+        table, dialect = Prediction.__table__, self.engine.dialect
+        compiled = insert(table).compile(dialect=dialect, column_keys=[c.key for c in table.columns])
+        processors = {c.key: c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns}
+        order = list(compiled.positiontup) if compiled.positional else [c.key for c in table.columns]
+        self._insert_plan = (compiled.string, not compiled.positional, [(key, processors[key]) for key in order])
+        return self._insert_plan
 
     def get(self, prediction_id: str) -> Optional[Prediction]:
         with self._session() as session:

@@ -22,7 +22,7 @@ class Base(DeclarativeBase):
 class Prediction(Base):
     __tablename__ = "predictions"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex, the API's prediction_id
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # 32 random hex digits, the API's prediction_id
     kind: Mapped[str] = mapped_column(String(8))  # "message" or "route"
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     model_version: Mapped[str] = mapped_column(String(100))
