@@ -157,7 +157,10 @@ def console_router(settings: Settings) -> APIRouter:
             return page(svc, user, 404, lookup=key, problems=[("id", f"预测日志里没有 {key!r} 的路由决定 (no routing decision by that id)")])
         row, messages = found
         predictions = [logged_prediction(m) for m in messages]
-        decision = svc.router.route([{**p, "text": m["text_masked"]} for p, m in zip(predictions, messages)])
+        try:
+            decision = svc.router.route([{**p, "text": m["text_masked"]} for p, m in zip(predictions, messages)])
+        except ValueError as exc:  # labels of another schema (an older model's log rows)
+            return page(svc, user, 422, lookup=key, problems=[("预测日志 prediction log", f"记录的预测无法按当前规则重算 ({exc})")])
         views = [TurnView("customer", m["text_masked"], p, prediction_id=m["id"], turn=m["turn"])
                  for p, m in zip(predictions, messages)]
         notices = [] if any(m["text_masked"] for m in messages) else [
@@ -204,11 +207,14 @@ def console_router(settings: Settings) -> APIRouter:
 
 
 def _same_origin(request: Request) -> bool:
-    """True unless the browser says the request came from another origin (Origin header or Sec-Fetch-Site)."""
+    """False when the browser says the request came from another site. Sec-Fetch-Site (every current browser)
+    is computed by the browser, so it holds behind a proxy that rewrites Host; Origin is the fallback."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin and urlsplit(origin).netloc != request.headers.get("host"):
-        return False
-    return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host")
+    return not origin or urlsplit(origin).netloc == host
 
 
 async def review_page(request: Request, svc, user: str, settings: Settings) -> HTMLResponse:

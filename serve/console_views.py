@@ -142,12 +142,17 @@ def logged_prediction(row: dict) -> dict:
     out = {}
     for head in (EMOTION, INTENT):
         label, head_scores = row[head.name], scores.get(head.name) or {}
-        out[head.name] = {"label": label, "zh": head.zh_name(label), "score": head_scores.get(label, 0.0), "scores": head_scores}
+        out[head.name] = {"label": label, "zh": _zh(head, label), "score": head_scores.get(label, 0.0), "scores": head_scores}
     trait_scores = scores.get("customer_type") or {}
-    out["customer_type"] = [{"label": t, "zh": CUSTOMER_TYPE.zh_name(t), "score": trait_scores.get(t, 0.0)}
+    out["customer_type"] = [{"label": t, "zh": _zh(CUSTOMER_TYPE, t), "score": trait_scores.get(t, 0.0)}
                             for t in row.get("customer_type") or []]
     out["customer_type_scores"] = trait_scores
     return out
+
+
+def _zh(head, label: str) -> str:
+    """The Chinese name, or the id itself for a label this schema does not have (rows logged by another model)."""
+    return head.zh_name(label) if label in head.label2id else label
 
 
 def build_view(turns: list[TurnView], decision: RouteDecision, router: Router, notices: list[str],

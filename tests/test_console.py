@@ -154,6 +154,30 @@ def test_console_feedback_takes_only_same_origin_json_and_checks_labels_like_the
         assert c.post("/console/feedback", json={**body, "prediction_id": "f" * 32}).status_code == 404
         ok = c.post("/console/feedback", json=body, headers={"origin": str(c.base_url)})
         assert ok.status_code == 201
+        # behind a proxy that rewrites Host, the browser's own Sec-Fetch-Site still says same-origin
+        proxied = c.post("/console/feedback", json={**body, "idempotency_key": "k2"},
+                         headers={"origin": "https://kefu.example.com", "sec-fetch-site": "same-origin"})
+        assert proxied.status_code == 201
+
+
+def test_rows_logged_with_labels_this_schema_lacks_are_shown_not_a_500(tiny_bundle, tmp_path):
+    from datetime import datetime, timezone
+
+    with client(tiny_bundle, tmp_path) as c:
+        store = c.app.state.service.store
+        now = datetime.now(timezone.utc)
+        store.insert_predictions([
+            {"id": "d" * 32, "kind": "route", "created_at": now, "model_version": "old", "conversation_id": "old-1",
+             "playbook": "retired_playbook", "rule": "retired_rule", "needs_human_review": True},
+            {"id": "e" * 32, "kind": "message", "created_at": now, "model_version": "old", "conversation_id": "old-1",
+             "turn": 0, "decision_id": "d" * 32, "emotion": "furious", "intent": "complaint", "customer_type": ["vip"],
+             "scores": {"emotion": {"furious": 0.9}, "intent": {"complaint": 0.8}, "customer_type": {"vip": 0.7}},
+             "needs_human_review": True},
+        ])
+        queue = c.get("/console/review")
+        assert queue.status_code == 200 and 'data-id="' + "e" * 32 in queue.text
+        r = c.get("/console/conversation?id=old-1")
+        assert r.status_code == 422 and "furious" in r.text
 
 
 def test_a_logged_conversation_opens_by_decision_message_or_conversation_id(tiny_bundle, tmp_path):
