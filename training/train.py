@@ -27,6 +27,7 @@ from kefu_router.predictor import head_probabilities
 from kefu_router.text import encode, pad, prepare_tokenizer
 from kefu_router.training.calibration import fit_temperatures
 from kefu_router.training.config import TrainConfig, load_config, save_config
+from kefu_router.training.distill import distillation_loss
 from kefu_router.training.data import MISSING, Example, fingerprint, label_arrays, load_examples, of_sources, split_examples, to_messages
 from kefu_router.training.metrics import all_metrics, headline, selection_score, tune_thresholds
 from kefu_router.training.model import BertForKefu, load_model
@@ -202,11 +203,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     hf_tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     tokenizer = prepare_tokenizer(copy.deepcopy(hf_tokenizer.backend_tokenizer))
     pad_id = tokenizer.token_to_id("[PAD]")
-    model = load_model(config.base_model)
+    model = load_model(config.base_model, config.pooling)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
 
-    train_ex = splits["train"]
+    train_ex, distillation, soft = splits["train"], None, None
+    if config.teacher:
+        from kefu_router.training.distill import teacher_logits, transfer_set
+
+        train_ex, distillation = transfer_set(config, splits)
+        soft = teacher_logits(config.teacher, train_ex, out_dir / "teacher_logits")
     dev_ex = of_sources(splits["dev"], config.selection_sources)  # the dev rows that make every choice
     if not dev_ex:
         raise ValueError(f"no dev rows of the selection sources {config.selection_sources}")
@@ -245,6 +251,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             for h in HEADS:
                 y = torch.from_numpy(targets[h.name][idx]).to(device)
                 loss = loss + loss_weights[h.name] * head_loss(h, losses[h.name], logits[h.name], y, trait_mask)
+            if soft is not None:
+                kd = sum(loss_weights[h.name] * distillation_loss(h, logits[h.name], torch.from_numpy(soft[h.name][idx]).to(device),
+                                                                  config.distill_temperature) for h in HEADS)
+                loss = config.distill_alpha * loss + (1 - config.distill_alpha) * kd
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -294,6 +304,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             "splits": {k: len(v) for k, v in splits.items()},
             "data_fingerprint": fingerprint(all_examples),
             "base_model": config.base_model,
+            **({"distillation": distillation} if distillation else {}),
         },
     )
     return TrainResult(out_dir, checkpoint, best["epoch"], best["metrics"], {k: len(v) for k, v in splits.items()})

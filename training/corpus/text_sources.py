@@ -83,3 +83,22 @@ def iter_text(corpus: str | Path | None = None, shared_data: str | Path | None =
             yield from part
 
     return chain(), used
+
+
+def trim_text(corpus: str | Path | None, shared_data: str | Path | None) -> Iterator[str]:
+    """Every text the project trains or tags on, for trimming an imported vocabulary: the corpus (all
+    splits), the public corpora of ../shared/data and every turn (both roles) of the real sources."""
+    from kefu_router.training.corpus.real_sources import SOURCES, read_source
+
+    if corpus and Path(corpus).is_file():
+        for split in ("train", "dev", "test"):
+            yield from corpus_lines(corpus, split)
+    if shared_data and Path(shared_data).is_dir():
+        yield from shared_lines(shared_data)
+        for source in SOURCES:
+            try:
+                conversations = list(read_source(source, shared_data))
+            except FileNotFoundError:
+                continue
+            for conversation in conversations:
+                yield from (turn.text for turn in conversation.turns)

