@@ -193,12 +193,16 @@ def create_app(
         version=_package_version(),
         summary="把电商客服对话路由到处理方案（playbook）：情绪、意图、客户类型与理由。",
         description="Route Chinese e-commerce customer-service chats to playbooks. "
-        "`/v1/*` needs an API key when KEFU_ROUTER_API_KEY is set.",
+        "`/v1/*` needs an API key when KEFU_ROUTER_API_KEY is set. The review console is at `/console`.",
         lifespan=lifespan,
     )
     app.state.service = svc
     app.include_router(health)
     app.include_router(v1_router(settings))
+    if settings.console:
+        from kefu_router.serve.console import console_router  # jinja2 is imported only when the console is on
+
+        app.include_router(console_router(settings))
     app.add_middleware(ServiceMiddleware, metrics=svc.metrics, max_body_bytes=settings.max_body_bytes)
 
     @app.exception_handler(Overloaded)

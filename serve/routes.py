@@ -196,25 +196,9 @@ def v1_router(settings: Settings) -> APIRouter:
     @v1.post("/feedback", status_code=201, summary="an agent's final labels or playbook for a logged prediction",
              responses=_errors(400, *auth, 404, 409, 413, 415, 503))
     async def feedback(body: FeedbackRequest, request: Request, svc=Depends(service)) -> FeedbackResponse:
-        from kefu_router.store.database import FeedbackRejected, IdempotencyConflict, StoreUnavailable, UnknownPrediction
-
-        if svc.store is None:
-            raise HTTPException(503, "the prediction log is off (KEFU_ROUTER_PREDICTION_LOG=false): feedback cannot be stored")
-        try:
-            result = await run_in_threadpool(svc.add_feedback, **body.model_dump())
-        except UnknownPrediction as exc:
-            raise HTTPException(404, str(exc)) from None
-        except FeedbackRejected as exc:
-            raise HTTPException(422, [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]) from None
-        except IdempotencyConflict as exc:
-            raise HTTPException(409, str(exc)) from None
-        except StoreUnavailable as exc:
-            svc.metrics.store_up.set(0)
-            raise HTTPException(503, f"feedback store unavailable, nothing was stored; retry with the same "
-                                     f"idempotency_key ({exc})", headers={"Retry-After": "5"}) from None
-        request.state.log = {"feedback_id": result.id, "replayed": result.replayed}  # ids only, never text
-        return FeedbackResponse(feedback_id=result.id, prediction_id=result.prediction_id, decision_id=result.decision_id,
-                                created_at=result.created_at, replayed=result.replayed)
+        result = await record_feedback(svc, body)
+        request.state.log = {"feedback_id": result.feedback_id, "replayed": result.replayed}  # ids only, never text
+        return result
 
     @v1.get("/quality", summary="agreement with agents, review flag and drift, per model version (the quality report's figures)",
             responses=_errors(*auth, 503))
@@ -233,3 +217,29 @@ def v1_router(settings: Settings) -> APIRouter:
             raise HTTPException(503, f"store unavailable: {exc}", headers={"Retry-After": "5"}) from None
 
     return v1
+
+
+async def record_feedback(svc, body: BaseModel) -> FeedbackResponse:
+    """Commit a validated FeedbackRequest through the store: POST /v1/feedback and the console's actions.
+
+    Raises HTTPException: 503 (log off or store down), 404 (unknown prediction), 409 (idempotency key reused),
+    422 (labels for a routing decision, a playbook for a /v1/classify prediction).
+    """
+    from kefu_router.store.database import FeedbackRejected, IdempotencyConflict, StoreUnavailable, UnknownPrediction
+
+    if svc.store is None:
+        raise HTTPException(503, "the prediction log is off (KEFU_ROUTER_PREDICTION_LOG=false): feedback cannot be stored")
+    try:
+        result = await run_in_threadpool(svc.add_feedback, **body.model_dump())
+    except UnknownPrediction as exc:
+        raise HTTPException(404, str(exc)) from None
+    except FeedbackRejected as exc:
+        raise HTTPException(422, [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]) from None
+    except IdempotencyConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    except StoreUnavailable as exc:
+        svc.metrics.store_up.set(0)
+        raise HTTPException(503, f"feedback store unavailable, nothing was stored; retry with the same "
+                                 f"idempotency_key ({exc})", headers={"Retry-After": "5"}) from None
+    return FeedbackResponse(feedback_id=result.id, prediction_id=result.prediction_id, decision_id=result.decision_id,
+                            created_at=result.created_at, replayed=result.replayed)

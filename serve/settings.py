@@ -53,3 +53,7 @@ class Settings(BaseSettings):
     log_max_pending: int = Field(200_000, ge=1, description="prediction rows kept while the database is down; older ones are dropped and counted")
     quality_window_days: int = Field(28, ge=1, le=366, description="days /v1/quality and the agreement gauges look back")
     psi_warning: float = Field(0.2, gt=0, description="PSI above which a head's weekly label distribution is flagged as drift")
+
+    # the review console (kefu_router.serve.console); docs/serving.md "Review console"
+    console: bool = Field(True, description="serve the review console at /console (behind API_KEY when one is set)")
+    console_timezone: str = Field("Asia/Shanghai", description="time zone of the console's dates and times (IANA name)")
