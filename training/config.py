@@ -32,6 +32,8 @@ class TrainConfig(BaseModel):
     max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimiser steps (smoke runs)")
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
+    head_learning_rate: Optional[float] = Field(None, gt=0, description="learning rate of the three heads (default: learning_rate); "
+                                                "a fresh head on a pretrained encoder learns faster with a larger one")
     weight_decay: float = 0.01
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     patience: int = Field(3, ge=1, description="epochs without a better dev macro-F1 before stopping")
@@ -63,6 +65,9 @@ class TrainConfig(BaseModel):
     teacher: Optional[str] = Field(None, description="a train run directory (checkpoint/ and config.yaml) to distil from")
     distill_temperature: float = Field(2.0, gt=0, description="softmax temperature of the distillation loss")
     distill_alpha: float = Field(0.5, ge=0, le=1, description="weight of the gold loss; 1 - alpha weighs the distillation loss")
+    distill_heads: list[Literal["emotion", "intent", "customer_type"]] = Field(
+        default_factory=lambda: ["emotion", "intent", "customer_type"],
+        description="heads that learn from the teacher; the others learn from gold only (unlabelled rows teach them nothing)")
     unlabelled_sources: list[str] = Field(default_factory=list, description="unlabelled real text added to the transfer set "
                                           "(corpus/unlabelled.py: jddc_uss, dataclue_cic, jddc_baseline, atec); needs a teacher")
     unlabelled_max_rows: int = Field(20000, ge=0, description="unlabelled rows in all, an equal share per source")

@@ -233,7 +233,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     steps_per_epoch = -(-len(encoded) // config.batch_size)
     total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    heads = [p for name, p in model.named_parameters() if not name.startswith("bert.")]
+    encoder = [p for name, p in model.named_parameters() if name.startswith("bert.")]
+    optimizer = torch.optim.AdamW([{"params": encoder}, {"params": heads, "lr": config.head_learning_rate or config.learning_rate}],
+                                  lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     rng = np.random.default_rng(config.seed)
 
@@ -253,7 +256,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                 loss = loss + loss_weights[h.name] * head_loss(h, losses[h.name], logits[h.name], y, trait_mask)
             if soft is not None:
                 kd = sum(loss_weights[h.name] * distillation_loss(h, logits[h.name], torch.from_numpy(soft[h.name][idx]).to(device),
-                                                                  config.distill_temperature) for h in HEADS)
+                                                                  config.distill_temperature) for h in HEADS if h.name in config.distill_heads)
                 loss = config.distill_alpha * loss + (1 - config.distill_alpha) * kd
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

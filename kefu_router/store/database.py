@@ -281,23 +281,22 @@ class Store:
         Each dict: the Prediction columns, plus `final` (None, or {emotion, intent, customer_type, agent_id,
         created_at} of the agent's latest label feedback; a head the agent left out is None there).
         """
-        since, until = _utc(since), _utc(until)
-        with self._session() as session:
-            rows = session.scalars(select(Prediction).where(
-                Prediction.kind == "message", Prediction.created_at >= since, Prediction.created_at < until,
-            ).order_by(Prediction.created_at)).all()
-            finals = self._latest_feedback(session, [r.id for r in rows], Feedback.prediction_id)
+        rows, finals = self._logged_with_feedback("message", since, until, Feedback.prediction_id)
         return [{**_as_dict(r), "final": finals.get(r.id)} for r in rows]
 
     def decisions(self, since: datetime, until: datetime) -> list[dict]:
         """Routing decisions made in [since, until), with the agent's latest playbook as `final_playbook` (or None)."""
+        rows, finals = self._logged_with_feedback("route", since, until, Feedback.decision_id)
+        return [{**_as_dict(r), "final_playbook": (finals.get(r.id) or {}).get("playbook")} for r in rows]
+
+    def _logged_with_feedback(self, kind: str, since: datetime, until: datetime, key):
+        """Logged rows of `kind` made in [since, until), oldest first, and the latest feedback per row id (by `key`)."""
         since, until = _utc(since), _utc(until)
         with self._session() as session:
             rows = session.scalars(select(Prediction).where(
-                Prediction.kind == "route", Prediction.created_at >= since, Prediction.created_at < until,
+                Prediction.kind == kind, Prediction.created_at >= since, Prediction.created_at < until,
             ).order_by(Prediction.created_at)).all()
-            finals = self._latest_feedback(session, [r.id for r in rows], Feedback.decision_id)
-        return [{**_as_dict(r), "final_playbook": (finals.get(r.id) or {}).get("playbook")} for r in rows]
+            return rows, self._latest_feedback(session, [r.id for r in rows], key)
 
     def corrected_messages(self, since: datetime, until: datetime) -> list[dict]:
         """Message predictions whose latest label feedback was given in [since, until) (the export's rows)."""
