@@ -69,7 +69,7 @@ def test_a_bad_temperature_is_refused_when_the_bundle_loads(bundle_copy, bad):
         load_bundle(bundle_copy)
 
 
-def test_review_threshold_flags_the_least_confident_messages_while_most_flagged_are_wrong():
+def test_review_threshold_flags_messages_more_likely_wrong_than_right():
     from kefu_router.training.calibration import fit_review_threshold
 
     confidence = np.array([0.3, 0.35, 0.4, 0.6, 0.8, 0.9])  # the emotion score; intent is sure and right
@@ -80,9 +80,13 @@ def test_review_threshold_flags_the_least_confident_messages_while_most_flagged_
     probs = {"emotion": emotion, "intent": np.tile(np.eye(8)[0], (6, 1))}
     targets = {"emotion": np.zeros(6, dtype=np.int64), "intent": np.zeros(6, dtype=np.int64)}
     review = fit_review_threshold(probs, targets)
-    # flagging the 4 least confident keeps half of the flagged wrong; a 5th would drop it to 2/5
-    assert review["below"] == pytest.approx(0.8) and review["flag_rate"] == pytest.approx(4 / 6)
-    assert review["precision"] == pytest.approx(0.5) and review["recall"] == pytest.approx(1.0)
+    # wrong is more likely than right only at 0.30 and 0.35: flag below just above 0.35
+    assert review["below"] == pytest.approx(0.3501) and review["flag_rate"] == pytest.approx(2 / 6)
+    assert review["precision"] == 1.0 and review["recall"] == 1.0
+    wrong[3] = True  # a wrong message at 0.6 between right ones: isotonic pools 0.4 and 0.6 to 0.5, still flagged
+    emotion[3] = [rest[3], confidence[3], rest[3], rest[3]]
+    review = fit_review_threshold({"emotion": emotion, "intent": probs["intent"]}, targets)
+    assert review["below"] == pytest.approx(0.6001) and review["precision"] == pytest.approx(0.75)
     assert fit_review_threshold(probs, {"emotion": np.full(6, MISSING), "intent": targets["intent"]}) is None
 
 

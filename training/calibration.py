@@ -7,7 +7,7 @@ log-likelihood of softmax(logits / T) on dev, makes a score of 0.6 mean about
 60% right without changing any predicted label (Guo et al., 2017). Customer-type
 traits are sigmoid outputs with their own dev-tuned thresholds and are left alone.
 
-    python -m kefu_router.training.calibration runs/default   # refit an existing run
+    python -m kefu_router.training.calibration runs/default   # refit an existing run (temperatures, review threshold)
 
 `train` fits the temperatures itself; they travel in thresholds.json into the
 bundle, where `Predictor` applies them.
@@ -29,25 +29,29 @@ from kefu_router.training.data import MISSING
 SOFTMAX_HEADS = [h for h in HEADS if not h.multi_label]
 
 
-def fit_review_threshold(probs: dict[str, np.ndarray], targets: dict[str, np.ndarray], min_precision: float = 0.5) -> dict | None:
-    """The review threshold on (calibrated) dev probabilities: the largest confidence t such that, of the dev
-    messages with confidence = min(emotion score, intent score) below t, at least `min_precision` have a wrong
-    emotion or intent (a flagged message is more likely wrong than right). Returns {"below": t, "flag_rate",
-    "precision", "recall", "dev_rows"} (recall: wrong messages that are flagged), or None without labelled rows.
+def fit_review_threshold(probs: dict[str, np.ndarray], targets: dict[str, np.ndarray], max_right: float = 0.5) -> dict | None:
+    """The review threshold on (calibrated) dev probabilities: flag a message when it is more likely wrong than right.
+
+    confidence = min(emotion score, intent score), as the router reads it; P(emotion or intent wrong | confidence)
+    is fitted on dev by isotonic regression (decreasing), and the threshold is just above the highest confidence
+    at which that probability is still at least 1 - `max_right`. Returns {"below": t, "flag_rate", "precision",
+    "recall", "dev_rows"} (precision: flagged messages that are wrong; recall: wrong messages that are flagged),
+    or None without labelled dev rows.
     """
+    import math
+
+    from sklearn.isotonic import IsotonicRegression
+
     known = (targets["emotion"] != MISSING) & (targets["intent"] != MISSING)
     if not known.any():
         return None
     confidence = np.minimum(probs["emotion"].max(axis=1), probs["intent"].max(axis=1))[known]
     wrong = ((probs["emotion"].argmax(axis=1) != targets["emotion"]) | (probs["intent"].argmax(axis=1) != targets["intent"]))[known]
-    order = np.argsort(confidence)
-    conf, err = confidence[order], wrong[order].astype(float)
-    precision = np.cumsum(err) / np.arange(1, len(err) + 1)  # flagging the k least confident messages
-    ok = np.flatnonzero(precision >= min_precision)
-    k = int(ok[-1]) + 1 if len(ok) else 0
-    below = float(conf[k]) if 0 < k < len(conf) else (float(conf[-1]) + 1e-6 if k else 0.0)
+    p_wrong = IsotonicRegression(increasing=False, out_of_bounds="clip").fit(confidence, wrong.astype(float)).predict(confidence)
+    unsure = confidence[p_wrong >= 1 - max_right]
+    below = min(1.0, math.floor(float(unsure.max()) * 1e4 + 1) / 1e4) if len(unsure) else 0.0
     flagged = confidence < below
-    return {"below": round(min(below, 1.0), 4), "flag_rate": float(flagged.mean()),
+    return {"below": below, "flag_rate": float(flagged.mean()),
             "precision": float(wrong[flagged].mean()) if flagged.any() else 0.0,
             "recall": float(flagged[wrong].mean()) if wrong.any() else 0.0, "dev_rows": int(known.sum())}
 
@@ -91,13 +95,18 @@ def calibrate_run(run_dir: str | Path) -> dict[str, float]:
         known = targets[head] != MISSING
         print(f"{head}: T = {t:.3f}, dev NLL {nll(logits[head][known], targets[head][known]):.4f} -> "
               f"{nll(logits[head][known], targets[head][known], t):.4f} (n={int(known.sum())})")
-    (run_dir / "thresholds.json").write_text(json.dumps({**run.fitted, "temperature": temperatures}, ensure_ascii=False, indent=2),
-                                             encoding="utf-8")
+    from kefu_router.predictor import head_probabilities
+
+    review = fit_review_threshold({h.name: head_probabilities(h, logits[h.name], temperatures) for h in HEADS}, targets)
+    print(f"review below {review['below']}: flags {review['flag_rate']:.1%} of dev, precision {review['precision']:.3f}, "
+          f"recall {review['recall']:.3f}" if review else "review: no labelled dev rows")
+    fitted = {**run.fitted, "temperature": temperatures, **({"review": review} if review else {})}
+    (run_dir / "thresholds.json").write_text(json.dumps(fitted, ensure_ascii=False, indent=2), encoding="utf-8")
     return temperatures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Fit softmax temperatures of a train run on its dev split.")
+    parser = argparse.ArgumentParser(description="Fit softmax temperatures and the review threshold of a train run on its dev split.")
     parser.add_argument("run_dir", type=Path)
     calibrate_run(parser.parse_args().run_dir)
 
