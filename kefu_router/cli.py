@@ -202,14 +202,16 @@ def export(
     min_agreement: float = typer.Option(0.98, help="fail when ONNX/PyTorch label agreement falls below this"),
     version: Optional[str] = typer.Option(None, help="bundle version string"),
     keep_fp32: bool = typer.Option(True, help="keep model.onnx beside model.int8.onnx (--no-keep-fp32 for a small bundle)"),
+    int8: str = typer.Option("static", help="static (activation scales calibrated on training messages) or weight-only "
+                                            "(8-bit weights; for deep encoders whose activations quantise badly)"),
 ):
     """Export ONNX (fp32 + int8) with a parity check, tokenizer, schema and metadata."""
     _setup_logging()
     from kefu_router.training.export import export as run_export
 
     try:
-        meta = run_export(run_dir, output_dir, min_agreement=min_agreement, version=version, keep_fp32=keep_fp32)
-    except _user_errors() as exc:
+        meta = run_export(run_dir, output_dir, min_agreement=min_agreement, version=version, keep_fp32=keep_fp32, int8=int8)
+    except (_user_errors() + (ValueError,)) as exc:
         fail(str(exc))
     typer.echo(f"bundle {output_dir} version {meta['version']}")
 

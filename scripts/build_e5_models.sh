@@ -31,7 +31,7 @@ python -m kefu_router.training.corpus.real_set build --shared-data "$SHARED" -o 
 
 # 4. export: the student is the default, the teacher the accurate model (static int8, parity checked)
 kefu-router export runs/student -o models/default --version "$STUDENT" --no-keep-fp32
-kefu-router export runs/teacher-e6 -o models/accurate --version "$TEACHER" --no-keep-fp32
+kefu-router export runs/teacher-e6 -o models/accurate --version "$TEACHER" --no-keep-fp32 --int8 weight-only
 
 # 5. every model on the same test rows (real and project groups), the shipped int8 bundles included
 for name in v1.1:$PREVIOUS_V11 v1.2:$PREVIOUS_V12; do
