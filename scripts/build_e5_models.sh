@@ -27,9 +27,15 @@ python -m kefu_router.training.corpus.real_set build --shared-data "$SHARED" -o 
 [ -f runs/teacher/thresholds.json ] || kefu-router train -c training/configs/teacher.yaml
 [ -f runs/teacher-e6/thresholds.json ] || kefu-router train -c training/configs/teacher.yaml -o runs/teacher-e6 \
     --set base_model=runs/teacher/checkpoint --set head_learning_rate=1e-3 --set warmup_ratio=0.06
-[ -f runs/student/thresholds.json ] || kefu-router train -c training/configs/student.yaml
+# The student: variants of student.yaml (training/configs/student_choices.yaml) compared on real dev; the best is
+# copied to runs/student with choice.json. The teacher's logits are computed once per variant run and cached.
+[ -f runs/student/choice.json ] || python -m kefu_router.training.choose -c training/configs/student.yaml \
+    --variants training/configs/student_choices.yaml -o runs/student --reuse
 
-# 4. export: the student is the default, the teacher the accurate model (static int8, parity checked)
+# 4. the runs on their own test split (real and project rows apart, TF-IDF + LR on the same training rows); then
+#    export, which records those figures: the student is the default (static int8), the teacher the accurate model
+kefu-router evaluate runs/student
+kefu-router evaluate runs/teacher-e6
 kefu-router export runs/student -o models/default --version "$STUDENT" --no-keep-fp32
 kefu-router export runs/teacher-e6 -o models/accurate --version "$TEACHER" --no-keep-fp32 --int8 weight-only
 
@@ -49,12 +55,11 @@ python benchmarks/model_table.py --shared-data "$SHARED" -o runs/model_table.jso
     --model "$STUDENT (student, default)=models/default:runs/default-eval" \
     --model "$TEACHER (teacher, accurate)=models/accurate:runs/accurate-eval" \
     --model "kefu-mini-v1.2 (real-data model)=runs/v1.2:runs/v1.2-eval" \
-    --model "kefu-mini-v1.1=runs/v1.1:runs/v1.1-eval" --baseline-from runs/default-eval
+    --model "kefu-mini-v1.1=runs/v1.1:runs/v1.1-eval" --baseline-from runs/student
 kefu-router cases --shared "$(dirname "$SHARED")" -o runs/student/cases.json
 kefu-router cases --shared "$(dirname "$SHARED")" --model models/accurate -o runs/teacher-e6/cases.json
 for who in student:$STUDENT:default teacher-e6:$TEACHER:accurate; do
     IFS=: read -r run version bundle <<< "$who"
-    kefu-router evaluate "runs/$run"
     python -m kefu_router.training.model_card "runs/$run" "models/$bundle" "model_cards/$version.md" \
         --notes "model_cards/notes/$version.md" --cases "runs/$run/cases.json" --summary runs/model_table.json
 done

@@ -170,8 +170,8 @@ def render(run_dir: Path, bundle_dir: Path, out: Path, extra_sections: str = "",
 # {meta['version']}
 
 Multi-task classifier for Chinese e-commerce buyer messages: **emotion** (4), **intent** (8) and
-**customer type** (7 traits, multi-label), read with the turns before the message. Shipped as an
-int8 ONNX bundle that `kefu-router predict | tag | serve` load by default.
+**customer type** (7 traits, multi-label), read with the turns before the message. Shipped as the
+int8 ONNX bundle `models/{bundle_dir.name}`, which `kefu-router predict | tag | serve --model {bundle_dir.name}` load.
 
 ## Intended use
 Routing live customer-service chats to a queue and a handling playbook, and batch-tagging
