@@ -99,3 +99,17 @@ def test_unlabelled_rows_need_a_teacher():
 
     with pytest.raises(ConfigError, match="need a teacher"):
         load_config(None, [f"data=['{MINI_DATA}']", "base_model=x", "unlabelled_sources=[atec]"])
+
+
+def test_a_layer_slice_keeps_the_chosen_layers_and_heads(trained_run, tmp_path):
+    from kefu_router.training.distill import slice_layers
+    from kefu_router.training.model import load_model
+
+    teacher = load_model(str(trained_run / "checkpoint"))
+    student = load_model(str(slice_layers(trained_run / "checkpoint", [1], tmp_path / "slice")))
+    assert student.config.num_hidden_layers == 1 and len(student.bert.encoder.layer) == 1
+    for (name, a), b in zip(teacher.bert.encoder.layer[1].state_dict().items(), student.bert.encoder.layer[0].state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(teacher.intent.weight, student.intent.weight)
+    with pytest.raises(ValueError, match="indices"):
+        slice_layers(trained_run / "checkpoint", [5], tmp_path / "bad")

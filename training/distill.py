@@ -88,3 +88,23 @@ def distillation_loss(head, student: torch.Tensor, teacher: torch.Tensor, temper
     t = temperature
     return F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1), log_target=True,
                     reduction="batchmean") * t * t
+
+
+def slice_layers(checkpoint: str | Path, layers: list[int], output_dir: str | Path) -> Path:
+    """A shallower copy of a fine-tuned checkpoint that keeps only the encoder `layers` (0-based, in order) with the
+    embeddings and heads, as DistilBERT initialised its student from every other teacher layer (Sanh et al. 2019).
+    Writes the model and the tokenizer to `output_dir`. Raises ValueError for a layer index out of range."""
+    from transformers import AutoTokenizer
+
+    from kefu_router.training.model import load_model
+
+    model = load_model(str(checkpoint))
+    depth = len(model.bert.encoder.layer)
+    if not layers or any(not 0 <= i < depth for i in layers):
+        raise ValueError(f"layers {layers} must be indices of the {depth} encoder layers")
+    model.bert.encoder.layer = torch.nn.ModuleList([model.bert.encoder.layer[i] for i in layers])
+    model.config.num_hidden_layers = len(layers)
+    out = Path(output_dir)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(out)
+    return out
