@@ -103,7 +103,9 @@ def load_bundle(path: str | os.PathLike | None = None) -> Bundle:
     """
     root = resolve_bundle_path(path)
     if not root.is_dir():
-        hint = "" if path else f" (set {MODEL_ENV} or pass a model directory)"
+        hint = f" (bundled names: {', '.join(NAMED_BUNDLES)}; or set {MODEL_ENV} or pass a model directory)"
+        if root.parent == BUNDLED_MODELS and root.name in NAMED_BUNDLES:
+            hint = " (the bundled models ship in a source checkout of kefu-router, not in the wheel)"
         raise BundleError(f"model bundle not found: {root}{hint}")
     missing = [name for name in FILES if not (root / name).is_file()]
     if missing:

@@ -226,11 +226,12 @@ def export(
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
     group, scored = primary_group(metrics) if metrics else ("", {})
+    sources = config.data + [f"real set: {source}" for source in config.real_sources]
     metadata = {
         "version": version or f"{out.name}-{train_log['data_fingerprint'][:8]}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base_model": config.base_model,
-        "data": config.data + [f"real set: {source}" for source in config.real_sources],
+        "data": sources,
         "data_fingerprint": train_log["data_fingerprint"],
         "max_length": config.max_length,
         "max_context_turns": config.max_context_turns,
@@ -239,7 +240,8 @@ def export(
         "quantization": {"int8": "static, QDQ, min-max calibrated", "calibration_examples": len(calibration)} if int8 == "static"
         else {"int8": "weight-only, 8-bit blocks of 32 (MatMulNBits, accuracy level 4)"},
         "parity": {"examples": len(messages), "min_agreement": min_agreement, **checks},
-        "label_distribution": label_distribution(train, f"train split of {', '.join(map(str, config.data))}, {len(train)} messages"),
+        "label_distribution": label_distribution(train, f"train split of {', '.join(sources)}, {len(train)} messages"
+                                                        + (f"; traits not counted for {', '.join(config.ignore_heads)}" if config.ignore_heads else "")),
     }
     write_bundle_files(out, metadata, thresholds, run.fitted.get("temperature"), run.fitted.get("review"))
     if not keep_fp32:  # ship only the int8 graph (the runtime default) to keep the bundle small

@@ -188,7 +188,7 @@ guideline is `training/data/GUIDELINE.md`.
 
 ## Training
 - Base model: `{meta['base_model']}`
-- Data: {', '.join(config['data'])} (fingerprint `{meta['data_fingerprint']}`), splits {train_log['splits']} messages after de-duplication
+- Data: {', '.join(meta.get('data') or config['data'])} (fingerprint `{meta['data_fingerprint']}`), splits {train_log['splits']} messages after de-duplication
 - Config: max_length {config['max_length']}, max_context_turns {config['max_context_turns']}, lr {config['learning_rate']}, batch {config['batch_size']}, best epoch {train_log['best_epoch']} of {len(train_log['history'])} (early stopping on dev mean macro-F1)
 
 ## Evaluation
