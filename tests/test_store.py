@@ -154,6 +154,21 @@ def test_the_latest_feedback_is_final_and_windows_are_half_open(store):
     assert store.corrected_messages(future, future + timedelta(days=1)) == []
 
 
+def test_final_labels_merge_per_head_the_latest_feedback_that_gave_it(store):
+    store.insert_predictions([decision(pid(1)), message(pid(2), decision=pid(1))])
+    store.add_feedback(idempotency_key="k1", agent_id="a", prediction_id=pid(2), intent="complaint", customer_type=[])
+    store.add_feedback(idempotency_key="k2", agent_id="b", prediction_id=pid(2), emotion="angry")
+    store.add_feedback(idempotency_key="k3", agent_id="c", prediction_id=pid(2), intent="price_promotion")
+    final = store.messages(NOW - timedelta(days=1), NOW + timedelta(seconds=1))[0]["final"]
+    # a later emotion-only correction keeps the earlier intent; an empty trait list is a given (reviewed) head
+    assert (final["emotion"], final["intent"], final["customer_type"], final["agent_id"]) == (
+        "angry", "price_promotion", [], "c")
+    store.insert_predictions([message(pid(3), turn=1)])
+    store.add_feedback(idempotency_key="k4", agent_id="a", prediction_id=pid(3), emotion="angry")
+    only = store.messages(NOW - timedelta(days=1), NOW + timedelta(seconds=1))[1]["final"]
+    assert only["intent"] is None and only["customer_type"] is None  # never reviewed: not the model's label
+
+
 def test_prune_deletes_old_predictions_with_their_feedback(store):
     store.insert_predictions([message(pid(1), at=NOW - timedelta(days=100)), message(pid(2), turn=1)])
     store.add_feedback(idempotency_key="old", agent_id="a", prediction_id=pid(1), emotion="angry")

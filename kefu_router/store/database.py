@@ -33,6 +33,7 @@ from kefu_router.store.tables import Feedback, Prediction
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+FEEDBACK_HEADS = ("emotion", "intent", "customer_type", "playbook")
 
 
 class StoreUnavailable(RuntimeError):
@@ -279,7 +280,7 @@ class Store:
         """Message predictions made in [since, until), oldest first, with the latest label feedback on each.
 
         Each dict: the Prediction columns, plus `final` (None, or {emotion, intent, customer_type, agent_id,
-        created_at} of the agent's latest label feedback; a head the agent left out is None there).
+        created_at}: per head the latest feedback that gave it, None for a head no feedback gave).
         """
         rows, finals = self._logged_with_feedback("message", since, until, Feedback.prediction_id)
         return [{**_as_dict(r), "final": finals.get(r.id)} for r in rows]
@@ -325,14 +326,19 @@ class Store:
 
     @staticmethod
     def _latest_feedback(session: Session, ids: list[str], column) -> dict[str, dict]:
+        """The final labels per row id, merged per head: each of emotion, intent, customer_type and playbook is
+        the latest feedback that gave that head (None when no feedback gave it: not reviewed); `agent_id` and
+        `created_at` are those of the latest feedback row. The one place this merge is computed (the export,
+        the quality report and the console all read it)."""
         finals: dict[str, dict] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             for fb in session.scalars(select(Feedback).where(column.in_(chunk)).order_by(Feedback.created_at, Feedback.id)):
-                finals[getattr(fb, column.key)] = {  # later rows overwrite earlier ones: the latest wins
-                    "emotion": fb.emotion, "intent": fb.intent, "customer_type": fb.customer_type,
-                    "playbook": fb.playbook, "agent_id": fb.agent_id, "created_at": _utc(fb.created_at),
-                }
+                final = finals.setdefault(getattr(fb, column.key), dict.fromkeys(FEEDBACK_HEADS))
+                for head in FEEDBACK_HEADS:  # a head this row left out keeps the earlier row's value
+                    if getattr(fb, head) is not None:
+                        final[head] = getattr(fb, head)
+                final["agent_id"], final["created_at"] = fb.agent_id, _utc(fb.created_at)
         return finals
 
     def prune(self, before: datetime) -> dict[str, int]:
