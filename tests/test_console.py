@@ -193,6 +193,14 @@ def test_a_logged_conversation_opens_by_decision_message_or_conversation_id(tiny
         assert c.get("/console/conversation").status_code == 422
 
 
+def test_nul_in_console_query_parameters_gets_a_clear_422(tiny_bundle, tmp_path):
+    with client(tiny_bundle, tmp_path) as c:
+        r = c.get("/console/conversation?id=a%00b")
+        assert r.status_code == 422 and "NUL" in r.text
+        r = c.get("/console/review?model=a%00b")
+        assert r.status_code == 422 and "NUL" in r.text
+
+
 def test_without_the_prediction_log_the_queue_says_why(tiny_bundle, tmp_path):
     with client(tiny_bundle, tmp_path, prediction_log=False) as c:
         r = c.get("/console/review")

@@ -107,6 +107,22 @@ def test_feedback_with_unknown_labels_gets_422_naming_the_field(tiny_bundle, db,
         assert written(c).counts()["feedback"] == 0
 
 
+@pytest.mark.parametrize("field", ["agent_id", "idempotency_key", "conversation_id"])
+def test_nul_in_a_stored_string_gets_422_naming_the_field(tiny_bundle, db, field):
+    with client(tiny_bundle, db) as c:
+        body = {"conversation_id": "c-1", "turn": 0, "emotion": "angry", "agent_id": "a", "idempotency_key": "k"}
+        r = c.post("/v1/feedback", json={**body, field: "a\x00b"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == field and "NUL" in r.text
+
+
+def test_nul_in_a_logged_conversation_id_gets_422_and_costs_no_other_row(tiny_bundle, db):
+    with client(tiny_bundle, db) as c:
+        r = c.post("/v1/route", json={"conversation_id": "x\x00", "turns": TURNS})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "conversation_id"
+        r = c.post("/v1/classify", json={"messages": [{"text": "在吗", "conversation_id": "x\x00"}]})
+        assert r.status_code == 422 and "conversation_id" in r.json()["detail"][0]["loc"]
+
+
 def test_feedback_on_an_unknown_prediction_gets_404(tiny_bundle, db):
     with client(tiny_bundle, db) as c:
         r = c.post("/v1/feedback", json={"prediction_id": "b" * 32, "emotion": "angry", "agent_id": "a", "idempotency_key": "k"})

@@ -234,6 +234,28 @@ def test_beyond_max_pending_the_oldest_rows_are_dropped_and_counted():
     assert [r["id"] for r in writer._pending] == [2, 3, 4]
 
 
+def test_a_row_the_database_refuses_costs_only_itself_not_its_batch(store):
+    dropped = []
+    writer = PredictionLog(store, batch_size=10, interval_s=0.05, on_drop=dropped.append)
+    bad = message(pid(9), conversation="x\x00", turn=9)  # PostgreSQL refuses NUL in text
+    bad["scores"] = object()  # and no database takes this: refused on SQLite too
+    writer.start()
+    writer.put([message(pid(1), turn=1), bad, message(pid(2), turn=2)])
+    assert writer.flush(5.0)
+    writer.stop()
+    assert store.get(pid(1)) is not None and store.get(pid(2)) is not None and store.get(pid(9)) is None
+    assert writer.dropped == 1 and dropped == [1]
+
+
+def test_nul_in_text_is_not_stored_and_does_not_cost_the_row(store):
+    writer = PredictionLog(store, store_text=True, batch_size=10, interval_s=0.05)
+    writer.start()
+    writer.put([message(pid(1), text="在吗\x00 快递呢"), message(pid(2), turn=1, text="好")])
+    assert writer.flush(5.0)
+    writer.stop()
+    assert store.get(pid(1)).text_masked == "在吗 快递呢" and writer.dropped == 0
+
+
 def test_an_unreachable_postgresql_is_reported_as_unavailable():
     store = Store("postgresql+psycopg://kefu@127.0.0.1:1/kefu", connect_timeout_s=1)
     with pytest.raises(StoreUnavailable, match="OperationalError"):
