@@ -166,6 +166,26 @@ def test_a_database_that_goes_down_gets_503_predictions_go_on_and_no_accepted_ro
         assert c.app.state.service.prediction_log.dropped == 0
 
 
+@pytest.mark.parametrize("where, says", [("folder", "unable to open"), ("garbage", "not a SQLite database")])
+def test_a_sqlite_store_that_cannot_be_opened_serves_predictions_and_answers_503_with_the_reason(tiny_bundle, tmp_path,
+                                                                                              where, says):
+    if where == "garbage":
+        db = tmp_path / "g.db"
+        db.write_text("garbage\n")
+    else:
+        db = "/proc/nope/store.db"  # its folder cannot be created
+    with client(tiny_bundle, str(db)) as c:
+        assert c.post("/v1/classify", json={"messages": [{"text": "在吗"}]}).status_code == 200
+        r = c.post("/v1/feedback", json={"conversation_id": "c", "turn": 0, "emotion": "angry", "agent_id": "a",
+                                         "idempotency_key": "k"})
+        assert r.status_code == 503 and says in r.json()["detail"]
+        r = c.get("/v1/quality")
+        assert r.status_code == 503 and says in r.json()["detail"]
+        for url in ("/console/review", "/console/conversation?id=c"):
+            r = c.get(url)
+            assert r.status_code == 503 and "store unavailable" in r.text
+
+
 def test_an_unreachable_database_at_start_up_still_serves_predictions(tiny_bundle):
     with client(tiny_bundle, "postgresql+psycopg://kefu@127.0.0.1:1/kefu") as c:
         assert c.get("/readyz").status_code == 200

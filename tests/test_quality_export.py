@@ -211,5 +211,12 @@ def test_db_prune_deletes_what_is_older_and_store_commands_fail_clearly(tmp_path
     assert store.counts()["predictions"] == 1
     bad = CliRunner().invoke(cli, ["db", "prune", "--older-than", "soon", "--db", str(db)])
     assert bad.exit_code == 1 and "not an age" in bad.output
+    for command in (["db", "migrate"], ["db", "prune", "--older-than", "90d"], ["quality", "report", "-o", str(tmp_path / "q.html")],
+                    ["feedback", "export", "-o", str(tmp_path / "f.jsonl")]):
+        for where in ("/proc/nope/store.db", str(tmp_path / "garbage.db")):
+            (tmp_path / "garbage.db").write_text("garbage\n")
+            result = CliRunner().invoke(cli, [*command, "--db", where])
+            assert result.exit_code == 1 and "Traceback" not in result.output and len(result.output.splitlines()) == 1, (
+                command, where, result.output)
     down = CliRunner().invoke(cli, ["db", "migrate", "--db", "postgresql://kefu@127.0.0.1:1/x"])
     assert down.exit_code == 1 and down.output.startswith("error: cannot open the store") and "Traceback" not in down.output

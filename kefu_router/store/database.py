@@ -12,6 +12,7 @@ connection refused), with the driver's reason; the service answers 503 with it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -105,10 +106,14 @@ class Store:
         self.url = url if isinstance(url, URL) else database_url(url)
         self.dialect = self.url.get_backend_name()
         if self.dialect == "sqlite":
+            problem = None
             if self.url.database and self.url.database != ":memory:":
-                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:  # like any store that cannot be opened: StoreUnavailable on use (503), not here
+                    problem = f"cannot create the folder of {self.url.database}: {exc.strerror or exc}"
             self.engine: Engine = create_engine(self.url, connect_args={"timeout": connect_timeout_s})
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", functools.partial(_sqlite_pragmas, problem=problem))
         else:
             args = {"connect_timeout": max(1, int(connect_timeout_s))} if self.dialect == "postgresql" else {}
             self.engine = create_engine(self.url, pool_pre_ping=True, connect_args=args)
@@ -364,9 +369,21 @@ def _as_dict(row: Prediction) -> dict:
     return out
 
 
-def _sqlite_pragmas(connection, _record) -> None:
+def _sqlite_pragmas(connection, _record, problem: Optional[str] = None) -> None:
+    """Per connection: the pragmas. A folder that could not be created, or a file that is not a SQLite database,
+    is raised as sqlite3.OperationalError, which every Store method reports as StoreUnavailable (503)."""
+    import sqlite3
+
+    if problem is not None:
+        raise sqlite3.OperationalError(problem)
     cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer thread
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer thread
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:  # "file is not a database"
+        raise sqlite3.OperationalError(f"not a SQLite database: {exc}") from None
+    finally:
+        cursor.close()
