@@ -252,8 +252,11 @@ async def review_page(request: Request, svc, user: str, settings: Settings) -> H
         try:
             day = datetime.strptime(f["date"], "%Y-%m-%d").replace(tzinfo=tz)
             since, until = day, day + timedelta(days=1)
+            since.astimezone(timezone.utc), until.astimezone(timezone.utc)  # the store compares in UTC
         except ValueError:
             problems.append(("日期 date", f"应为 YYYY-MM-DD, 收到 {f['date']!r}"))
+        except OverflowError:  # 0001-01-01 or 9999-12-31: the day (in UTC) leaves the calendar datetime can hold
+            problems.append(("日期 date", f"超出可查询范围 (out of range: 0001-01-02 to 9999-12-30), 收到 {f['date']!r}"))
     context = dict(user=user, filters=f, queues=queues, heads=HEADS, below=below, tz=settings.console_timezone,
                    days=REVIEW_DAYS, store_text=settings.store_text, playbooks=playbooks, HEADS_BY_NAME=HEADS_BY_NAME)
     if problems:

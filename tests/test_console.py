@@ -133,7 +133,7 @@ def test_without_stored_text_the_queue_says_so(tiny_bundle, tmp_path):
 
 @pytest.mark.parametrize("query, says", [
     ("queue=nowhere", "未知队列"), ("head=mood", "未知 &#39;mood&#39;"), ("below=2", "0 到 1"), ("below=abc", "0 到 1"),
-    ("date=2024-13-01", "YYYY-MM-DD"),
+    ("date=2024-13-01", "YYYY-MM-DD"), ("date=9999-12-31", "out of range"), ("date=0001-01-01", "out of range"),
 ])
 def test_bad_review_filters_get_422_and_say_why(tiny_bundle, tmp_path, query, says):
     with client(tiny_bundle, tmp_path) as c:
