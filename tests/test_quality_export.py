@@ -206,6 +206,13 @@ def test_db_prune_deletes_what_is_older_and_store_commands_fail_clearly(tmp_path
     store.insert_predictions([{"id": "a" * 32, "kind": "message", "created_at": datetime.now(timezone.utc) - timedelta(days=91),
                                "model_version": "v"}, {"id": "b" * 32, "kind": "message",
                                                        "created_at": datetime.now(timezone.utc), "model_version": "v"}])
+    dry = CliRunner().invoke(cli, ["db", "prune", "--older-than", "90d", "--dry-run", "--db", str(db)])
+    assert dry.exit_code == 0 and json.loads(dry.output)["would_delete"] == {"predictions": 1, "feedback": 0}
+    assert store.counts()["predictions"] == 2  # a dry run deletes nothing
+    for age, says in (("6m", "ambiguous"), ("99999999d", "year 1"), ("9999999999d", "too long"), ("1000000d", "year 1")):
+        refused = CliRunner().invoke(cli, ["db", "prune", "--older-than", age, "--db", str(db)])
+        assert refused.exit_code == 1 and says in refused.output and len(refused.output.splitlines()) == 1, refused.output
+    assert store.counts()["predictions"] == 2
     result = CliRunner().invoke(cli, ["db", "prune", "--older-than", "90d", "--db", str(db)])
     assert result.exit_code == 0 and json.loads(result.output)["deleted"] == {"predictions": 1, "feedback": 0}
     assert store.counts()["predictions"] == 1

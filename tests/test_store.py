@@ -173,6 +173,8 @@ def test_prune_deletes_old_predictions_with_their_feedback(store):
     store.insert_predictions([message(pid(1), at=NOW - timedelta(days=100)), message(pid(2), turn=1)])
     store.add_feedback(idempotency_key="old", agent_id="a", prediction_id=pid(1), emotion="angry")
     store.add_feedback(idempotency_key="new", agent_id="a", prediction_id=pid(2), emotion="angry")
+    assert store.prune(NOW - timedelta(days=90), dry_run=True) == {"predictions": 1, "feedback": 1}
+    assert store.counts() == {"predictions": 2, "feedback": 2}
     assert store.prune(NOW - timedelta(days=90)) == {"predictions": 1, "feedback": 1}
     assert store.get(pid(1)) is None and store.get(pid(2)) is not None and store.counts()["feedback"] == 1
 

@@ -346,14 +346,18 @@ class Store:
                 final["agent_id"], final["created_at"] = fb.agent_id, _utc(fb.created_at)
         return finals
 
-    def prune(self, before: datetime) -> dict[str, int]:
-        """Delete predictions and feedback created before `before` (feedback on a deleted prediction goes too)."""
+    def prune(self, before: datetime, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete predictions and feedback created before `before` (feedback on a deleted prediction goes too);
+        with dry_run, count what would be deleted and delete nothing."""
         before = _utc(before)
         with self._session() as session:
             old = select(Prediction.id).where(Prediction.created_at < before)
-            feedback = session.execute(delete(Feedback).where(or_(
-                Feedback.created_at < before, Feedback.prediction_id.in_(old), Feedback.decision_id.in_(old),
-            ))).rowcount
+            feedback_old = or_(Feedback.created_at < before, Feedback.prediction_id.in_(old), Feedback.decision_id.in_(old))
+            if dry_run:
+                return {"predictions": session.scalar(select(func.count()).select_from(Prediction)
+                                                      .where(Prediction.created_at < before)),
+                        "feedback": session.scalar(select(func.count()).select_from(Feedback).where(feedback_old))}
+            feedback = session.execute(delete(Feedback).where(feedback_old)).rowcount
             predictions = session.execute(delete(Prediction).where(Prediction.created_at < before)).rowcount
         return {"predictions": predictions, "feedback": feedback}
 
