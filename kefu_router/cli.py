@@ -515,27 +515,53 @@ def db_migrate(db: Optional[str] = DbOption):
     typer.echo(f"{store!r} at revision {store.revision()}")
 
 
+def parse_retention_age(value: str) -> "timedelta":
+    """A retention age for `db prune`: days, hours or weeks only ('90d', '48h', '12w'); ValueError otherwise.
+
+    'm' is refused: it reads as months but parse_age takes it as minutes, and this deletes data.
+    """
+    import re
+    from datetime import timedelta
+
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value or "")
+    if match and match.group(2).lower() in ("m", "min", "mo", "month", "months"):
+        raise ValueError(f"{value!r}: 'm' is ambiguous (minutes or months?) for a command that deletes data; "
+                         "give days (90d), hours (48h) or weeks (12w)")
+    if not match or match.group(2) not in ("d", "h", "w") or int(match.group(1)) == 0:
+        raise ValueError(f"{value!r} is not an age such as 90d, 48h or 12w")
+    unit = {"h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
+    try:
+        return timedelta(**{unit: int(match.group(1))})
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long an age (at most {timedelta.max.days} days)") from None
+
+
 @db_app.command("prune")
 def db_prune(
-    older_than: str = typer.Option(..., "--older-than", help="delete predictions and feedback older than this: 90d, 12w, 48h"),
+    older_than: str = typer.Option(..., "--older-than", help="delete predictions and feedback older than this: 90d, 12w, 48h "
+                                   "(days, weeks, hours; no 'm')"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only print how many rows would be deleted"),
     db: Optional[str] = DbOption,
 ):
     """Retention: delete predictions and feedback older than --older-than (feedback on a deleted prediction too)."""
     from datetime import datetime, timezone
 
     try:
-        age = parse_age(older_than)
+        age = parse_retention_age(older_than)
+        before = datetime.now(timezone.utc) - age
     except ValueError as exc:
         fail(str(exc))
+    except OverflowError:
+        fail(f"{older_than!r} reaches before year 1: give a shorter age")
     store = _open_store(db)
     from kefu_router.store import StoreUnavailable
 
-    before = datetime.now(timezone.utc) - age
     try:
-        deleted = store.prune(before)
+        deleted = store.prune(before, dry_run=dry_run)
     except StoreUnavailable as exc:
         fail(f"store unavailable: {exc}")
-    typer.echo(json.dumps({"before": before.isoformat(timespec="seconds"), "deleted": deleted}))
+    key = "would_delete" if dry_run else "deleted"
+    typer.echo(json.dumps({"before": before.isoformat(timespec="seconds"), key: deleted}))
 
 
 @feedback_app.command("export")

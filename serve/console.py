@@ -97,6 +97,9 @@ def render(name: str, status: int = 200, **context) -> HTMLResponse:
     return HTMLResponse(_templates.get_template(name).render(**context), status_code=status, headers=HEADERS)
 
 
+NUL_PROBLEM = "含有 NUL 字符 (U+0000)，无法查询 (contains a NUL character, which the store cannot search for)"
+
+
 def console_router(settings: Settings) -> APIRouter:
     """The /console routes for these settings (request models carry their limits, as on /v1)."""
     ZoneInfo(settings.console_timezone)  # a bad name fails start-up, not the first page
@@ -144,6 +147,8 @@ def console_router(settings: Settings) -> APIRouter:
         key = id.strip()[:200]
         if not key:
             return page(svc, user, 422, problems=[("id", "请输入对话 ID 或预测 ID (give a conversation id or a prediction id)")])
+        if "\x00" in key:
+            return page(svc, user, 422, problems=[("id", NUL_PROBLEM)])
         if svc.store is None:
             return page(svc, user, 503, problems=[("预测日志 prediction log", "未开启 (KEFU_ROUTER_PREDICTION_LOG=false)")])
         from kefu_router.store import StoreUnavailable
@@ -226,7 +231,9 @@ async def review_page(request: Request, svc, user: str, settings: Settings) -> H
     queues = sorted({p.queue for p in playbooks.values()})
     q = request.query_params
     f = {k: q.get(k, "").strip()[:100] for k in ("queue", "head", "model", "date", "below", "reviewed")}
-    problems = []
+    problems = [(name, NUL_PROBLEM) for name, value in f.items() if "\x00" in value]
+    if problems:  # the store (PostgreSQL) cannot compare text with NUL: say so instead of a 500
+        f = {k: v.replace("\x00", "") for k, v in f.items()}
     if f["queue"] and f["queue"] not in queues:
         problems.append(("队列 queue", f"未知队列 {f['queue']!r}；可用：{', '.join(queues)}"))
     if f["head"] and f["head"] not in HEADS:
@@ -245,8 +252,11 @@ async def review_page(request: Request, svc, user: str, settings: Settings) -> H
         try:
             day = datetime.strptime(f["date"], "%Y-%m-%d").replace(tzinfo=tz)
             since, until = day, day + timedelta(days=1)
+            since.astimezone(timezone.utc), until.astimezone(timezone.utc)  # the store compares in UTC
         except ValueError:
             problems.append(("日期 date", f"应为 YYYY-MM-DD, 收到 {f['date']!r}"))
+        except OverflowError:  # 0001-01-01 or 9999-12-31: the day (in UTC) leaves the calendar datetime can hold
+            problems.append(("日期 date", f"超出可查询范围 (out of range: 0001-01-02 to 9999-12-30), 收到 {f['date']!r}"))
     context = dict(user=user, filters=f, queues=queues, heads=HEADS, below=below, tz=settings.console_timezone,
                    days=REVIEW_DAYS, store_text=settings.store_text, playbooks=playbooks, HEADS_BY_NAME=HEADS_BY_NAME)
     if problems:

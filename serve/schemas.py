@@ -60,6 +60,17 @@ def _valid_unicode(value):
     return value
 
 
+def _no_nul(value):
+    """PostgreSQL cannot store NUL (U+0000) in text: a field that goes to the store refuses it (422 naming it)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("contains a NUL character (U+0000), which the store cannot keep")
+    return value
+
+
+# A string field that is written to the store (ids, keys): valid Unicode, no NUL.
+StoreStr = Annotated[str, BeforeValidator(_valid_unicode), AfterValidator(_no_nul)]
+
+
 def _visible(text: str) -> str:
     if not visible_character().search(text):
         raise ValueError("text is empty or only whitespace, control or zero-width characters")
@@ -131,7 +142,7 @@ def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]
         text: _text(settings.max_body_bytes, f"the message to classify; {cut}")
         context: list[Turn] = Field(default_factory=list, max_length=settings.max_turns,
                                     description="earlier turns, oldest first")
-        conversation_id: Optional[str] = Field(None, max_length=200, description="logged with the prediction, so "
+        conversation_id: Optional[StoreStr] = Field(None, max_length=200, description="logged with the prediction, so "
                                                "feedback can name the message by conversation_id + turn")
         turn: Optional[int] = Field(None, ge=0, le=1_000_000, description="index of this message in its conversation")
 
@@ -141,7 +152,7 @@ def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]
 
     class RouteRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": _ROUTE_EXAMPLES})
-        conversation_id: Optional[str] = Field(None, max_length=200)
+        conversation_id: Optional[StoreStr] = Field(None, max_length=200)
         turns: list[Turn] = Field(min_length=1, max_length=settings.max_turns, json_schema_extra=_HAS_CUSTOMER_TURN,
                                   description="the conversation, oldest first; needs a customer turn")
 
@@ -173,7 +184,7 @@ def feedback_model(settings: Settings) -> type[BaseModel]:
     """FeedbackRequest: label ids from kefu_router.labels, playbook ids from the configured playbooks file."""
     ids = _playbook_ids(settings)
     PlaybookId = Literal[ids] if ids else str  # type: ignore[valid-type]
-    Opaque = Annotated[str, Field(min_length=1, max_length=200), BeforeValidator(_valid_unicode)]
+    Opaque = Annotated[StoreStr, Field(min_length=1, max_length=200)]
 
     class FeedbackRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", json_schema_extra=_FEEDBACK_SCHEMA)

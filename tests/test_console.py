@@ -133,7 +133,7 @@ def test_without_stored_text_the_queue_says_so(tiny_bundle, tmp_path):
 
 @pytest.mark.parametrize("query, says", [
     ("queue=nowhere", "未知队列"), ("head=mood", "未知 &#39;mood&#39;"), ("below=2", "0 到 1"), ("below=abc", "0 到 1"),
-    ("date=2024-13-01", "YYYY-MM-DD"),
+    ("date=2024-13-01", "YYYY-MM-DD"), ("date=9999-12-31", "out of range"), ("date=0001-01-01", "out of range"),
 ])
 def test_bad_review_filters_get_422_and_say_why(tiny_bundle, tmp_path, query, says):
     with client(tiny_bundle, tmp_path) as c:
@@ -191,6 +191,14 @@ def test_a_logged_conversation_opens_by_decision_message_or_conversation_id(tiny
         missing = c.get("/console/conversation", params={"id": "nope"})
         assert missing.status_code == 404 and "没有" in missing.text
         assert c.get("/console/conversation").status_code == 422
+
+
+def test_nul_in_console_query_parameters_gets_a_clear_422(tiny_bundle, tmp_path):
+    with client(tiny_bundle, tmp_path) as c:
+        r = c.get("/console/conversation?id=a%00b")
+        assert r.status_code == 422 and "NUL" in r.text
+        r = c.get("/console/review?model=a%00b")
+        assert r.status_code == 422 and "NUL" in r.text
 
 
 def test_without_the_prediction_log_the_queue_says_why(tiny_bundle, tmp_path):

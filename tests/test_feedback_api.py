@@ -107,6 +107,22 @@ def test_feedback_with_unknown_labels_gets_422_naming_the_field(tiny_bundle, db,
         assert written(c).counts()["feedback"] == 0
 
 
+@pytest.mark.parametrize("field", ["agent_id", "idempotency_key", "conversation_id"])
+def test_nul_in_a_stored_string_gets_422_naming_the_field(tiny_bundle, db, field):
+    with client(tiny_bundle, db) as c:
+        body = {"conversation_id": "c-1", "turn": 0, "emotion": "angry", "agent_id": "a", "idempotency_key": "k"}
+        r = c.post("/v1/feedback", json={**body, field: "a\x00b"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == field and "NUL" in r.text
+
+
+def test_nul_in_a_logged_conversation_id_gets_422_and_costs_no_other_row(tiny_bundle, db):
+    with client(tiny_bundle, db) as c:
+        r = c.post("/v1/route", json={"conversation_id": "x\x00", "turns": TURNS})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "conversation_id"
+        r = c.post("/v1/classify", json={"messages": [{"text": "在吗", "conversation_id": "x\x00"}]})
+        assert r.status_code == 422 and "conversation_id" in r.json()["detail"][0]["loc"]
+
+
 def test_feedback_on_an_unknown_prediction_gets_404(tiny_bundle, db):
     with client(tiny_bundle, db) as c:
         r = c.post("/v1/feedback", json={"prediction_id": "b" * 32, "emotion": "angry", "agent_id": "a", "idempotency_key": "k"})
@@ -148,6 +164,26 @@ def test_a_database_that_goes_down_gets_503_predictions_go_on_and_no_accepted_ro
         assert c.app.state.service.prediction_log.flush(15.0)
         assert store.counts() == {"predictions": 4 * 3, "feedback": 1}  # 3 answers logged while down, none lost
         assert c.app.state.service.prediction_log.dropped == 0
+
+
+@pytest.mark.parametrize("where, says", [("folder", "unable to open"), ("garbage", "not a SQLite database")])
+def test_a_sqlite_store_that_cannot_be_opened_serves_predictions_and_answers_503_with_the_reason(tiny_bundle, tmp_path,
+                                                                                              where, says):
+    if where == "garbage":
+        db = tmp_path / "g.db"
+        db.write_text("garbage\n")
+    else:
+        db = "/proc/nope/store.db"  # its folder cannot be created
+    with client(tiny_bundle, str(db)) as c:
+        assert c.post("/v1/classify", json={"messages": [{"text": "在吗"}]}).status_code == 200
+        r = c.post("/v1/feedback", json={"conversation_id": "c", "turn": 0, "emotion": "angry", "agent_id": "a",
+                                         "idempotency_key": "k"})
+        assert r.status_code == 503 and says in r.json()["detail"]
+        r = c.get("/v1/quality")
+        assert r.status_code == 503 and says in r.json()["detail"]
+        for url in ("/console/review", "/console/conversation?id=c"):
+            r = c.get(url)
+            assert r.status_code == 503 and "store unavailable" in r.text
 
 
 def test_an_unreachable_database_at_start_up_still_serves_predictions(tiny_bundle):

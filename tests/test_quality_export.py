@@ -151,7 +151,32 @@ def test_feedback_export_writes_corpus_rows_and_sets_aside_frozen_conversations(
     assert report.skipped == [] and report.rows == 4 and report.duplicates_dropped == 2
     second = next(ex for ex in examples if ex.id == "fresh-1-02")
     assert second.context == (("customer", "我的快递到哪了"), ("agent", "亲 在路上了")) and second.emotion == "anxious"
-    assert second.intent is not None  # the model's label where the agent gave none
+    # heads no agent gave stay unlabelled (masked in training), never the model's own label
+    assert second.intent is None and second.customer_type is None
+
+
+def test_feedback_export_merges_heads_across_feedback_rows_and_leaves_the_rest_unlabelled(tiny_bundle, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from kefu_router.serve.app import create_app
+    from kefu_router.serve.settings import Settings
+    from kefu_router.training.data import label_arrays, load_examples
+
+    db = tmp_path / "m.db"
+    with TestClient(create_app(Settings(model=tiny_bundle, db=str(db), store_text=True, log_interval_ms=20))) as c:
+        answer = c.post("/v1/route", json={"conversation_id": "m-1", "turns": [{"role": "customer", "text": "我的快递到哪了"}]}).json()
+        prediction = answer["predictions"][0]["prediction_id"]
+        c.app.state.service.prediction_log.flush(5)
+        for key, labels in (("k1", {"intent": "complaint"}), ("k2", {"emotion": "angry"})):
+            assert c.post("/v1/feedback", json={"prediction_id": prediction, "agent_id": "a", "idempotency_key": key,
+                                                **labels}).status_code == 201
+    out = tmp_path / "m.jsonl"
+    result = CliRunner().invoke(cli, ["feedback", "export", "--db", str(db), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    row = json.loads(out.read_text(encoding="utf-8"))
+    assert (row["emotion"], row["intent"], row["customer_type"]) == ("angry", "complaint", None)
+    examples, _ = load_examples(out)
+    assert label_arrays(examples)["customer_type_mask"].tolist() == [0.0]
 
 
 def test_feedback_export_refuses_a_chat_export_that_is_not_the_text_the_model_read(filled_store, tmp_path):
@@ -181,10 +206,24 @@ def test_db_prune_deletes_what_is_older_and_store_commands_fail_clearly(tmp_path
     store.insert_predictions([{"id": "a" * 32, "kind": "message", "created_at": datetime.now(timezone.utc) - timedelta(days=91),
                                "model_version": "v"}, {"id": "b" * 32, "kind": "message",
                                                        "created_at": datetime.now(timezone.utc), "model_version": "v"}])
+    dry = CliRunner().invoke(cli, ["db", "prune", "--older-than", "90d", "--dry-run", "--db", str(db)])
+    assert dry.exit_code == 0 and json.loads(dry.output)["would_delete"] == {"predictions": 1, "feedback": 0}
+    assert store.counts()["predictions"] == 2  # a dry run deletes nothing
+    for age, says in (("6m", "ambiguous"), ("99999999d", "year 1"), ("9999999999d", "too long"), ("1000000d", "year 1")):
+        refused = CliRunner().invoke(cli, ["db", "prune", "--older-than", age, "--db", str(db)])
+        assert refused.exit_code == 1 and says in refused.output and len(refused.output.splitlines()) == 1, refused.output
+    assert store.counts()["predictions"] == 2
     result = CliRunner().invoke(cli, ["db", "prune", "--older-than", "90d", "--db", str(db)])
     assert result.exit_code == 0 and json.loads(result.output)["deleted"] == {"predictions": 1, "feedback": 0}
     assert store.counts()["predictions"] == 1
     bad = CliRunner().invoke(cli, ["db", "prune", "--older-than", "soon", "--db", str(db)])
     assert bad.exit_code == 1 and "not an age" in bad.output
+    for command in (["db", "migrate"], ["db", "prune", "--older-than", "90d"], ["quality", "report", "-o", str(tmp_path / "q.html")],
+                    ["feedback", "export", "-o", str(tmp_path / "f.jsonl")]):
+        for where in ("/proc/nope/store.db", str(tmp_path / "garbage.db")):
+            (tmp_path / "garbage.db").write_text("garbage\n")
+            result = CliRunner().invoke(cli, [*command, "--db", where])
+            assert result.exit_code == 1 and "Traceback" not in result.output and len(result.output.splitlines()) == 1, (
+                command, where, result.output)
     down = CliRunner().invoke(cli, ["db", "migrate", "--db", "postgresql://kefu@127.0.0.1:1/x"])
     assert down.exit_code == 1 and down.output.startswith("error: cannot open the store") and "Traceback" not in down.output

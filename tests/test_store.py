@@ -154,10 +154,27 @@ def test_the_latest_feedback_is_final_and_windows_are_half_open(store):
     assert store.corrected_messages(future, future + timedelta(days=1)) == []
 
 
+def test_final_labels_merge_per_head_the_latest_feedback_that_gave_it(store):
+    store.insert_predictions([decision(pid(1)), message(pid(2), decision=pid(1))])
+    store.add_feedback(idempotency_key="k1", agent_id="a", prediction_id=pid(2), intent="complaint", customer_type=[])
+    store.add_feedback(idempotency_key="k2", agent_id="b", prediction_id=pid(2), emotion="angry")
+    store.add_feedback(idempotency_key="k3", agent_id="c", prediction_id=pid(2), intent="price_promotion")
+    final = store.messages(NOW - timedelta(days=1), NOW + timedelta(seconds=1))[0]["final"]
+    # a later emotion-only correction keeps the earlier intent; an empty trait list is a given (reviewed) head
+    assert (final["emotion"], final["intent"], final["customer_type"], final["agent_id"]) == (
+        "angry", "price_promotion", [], "c")
+    store.insert_predictions([message(pid(3), turn=1)])
+    store.add_feedback(idempotency_key="k4", agent_id="a", prediction_id=pid(3), emotion="angry")
+    only = store.messages(NOW - timedelta(days=1), NOW + timedelta(seconds=1))[1]["final"]
+    assert only["intent"] is None and only["customer_type"] is None  # never reviewed: not the model's label
+
+
 def test_prune_deletes_old_predictions_with_their_feedback(store):
     store.insert_predictions([message(pid(1), at=NOW - timedelta(days=100)), message(pid(2), turn=1)])
     store.add_feedback(idempotency_key="old", agent_id="a", prediction_id=pid(1), emotion="angry")
     store.add_feedback(idempotency_key="new", agent_id="a", prediction_id=pid(2), emotion="angry")
+    assert store.prune(NOW - timedelta(days=90), dry_run=True) == {"predictions": 1, "feedback": 1}
+    assert store.counts() == {"predictions": 2, "feedback": 2}
     assert store.prune(NOW - timedelta(days=90)) == {"predictions": 1, "feedback": 1}
     assert store.get(pid(1)) is None and store.get(pid(2)) is not None and store.counts()["feedback"] == 1
 
@@ -217,6 +234,28 @@ def test_beyond_max_pending_the_oldest_rows_are_dropped_and_counted():
     writer.put([{"id": i} for i in range(5)])
     assert writer.pending == 3 and writer.dropped == 2 and dropped == [2]
     assert [r["id"] for r in writer._pending] == [2, 3, 4]
+
+
+def test_a_row_the_database_refuses_costs_only_itself_not_its_batch(store):
+    dropped = []
+    writer = PredictionLog(store, batch_size=10, interval_s=0.05, on_drop=dropped.append)
+    bad = message(pid(9), conversation="x\x00", turn=9)  # PostgreSQL refuses NUL in text
+    bad["scores"] = object()  # and no database takes this: refused on SQLite too
+    writer.start()
+    writer.put([message(pid(1), turn=1), bad, message(pid(2), turn=2)])
+    assert writer.flush(5.0)
+    writer.stop()
+    assert store.get(pid(1)) is not None and store.get(pid(2)) is not None and store.get(pid(9)) is None
+    assert writer.dropped == 1 and dropped == [1]
+
+
+def test_nul_in_text_is_not_stored_and_does_not_cost_the_row(store):
+    writer = PredictionLog(store, store_text=True, batch_size=10, interval_s=0.05)
+    writer.start()
+    writer.put([message(pid(1), text="在吗\x00 快递呢"), message(pid(2), turn=1, text="好")])
+    assert writer.flush(5.0)
+    writer.stop()
+    assert store.get(pid(1)).text_masked == "在吗 快递呢" and writer.dropped == 0
 
 
 def test_an_unreachable_postgresql_is_reported_as_unavailable():

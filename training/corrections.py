@@ -37,9 +37,9 @@ class Correction:
     where: str  # "file:line", for reports
     conversation_id: str
     turn: int
-    emotion: str
-    intent: str
-    customer_type: tuple[str, ...]
+    emotion: str | None  # None: not labelled (feedback that left this head out), masked in training
+    intent: str | None
+    customer_type: tuple[str, ...] | None
 
 
 def load_corrections(path: str | Path) -> tuple[list[Correction], list[str]]:
@@ -143,7 +143,7 @@ def merge_corrections(
             result.train_rows.append({
                 "id": f"{c.conversation_id}-{c.turn:02d}", "conversation_id": c.conversation_id, "turn": c.turn,
                 "role": "customer", "text": text, "context": [{"role": r, "text": t} for r, t in context],
-                "emotion": c.emotion, "intent": c.intent, "customer_type": list(c.customer_type),
+                "emotion": c.emotion, "intent": c.intent, "customer_type": None if c.customer_type is None else list(c.customer_type),
                 "split": "train", "source": "corrections",
             })
     return result

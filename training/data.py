@@ -132,8 +132,26 @@ def _check_row(raw: object) -> dict:
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"bad context ({exc})") from None
     if role == "customer":
-        row["labels"] = check_labels(raw.get("emotion"), raw.get("intent"), raw.get("customer_type"))
+        if row["source"] in PARTIAL_SOURCES or row["source"].startswith("weak:"):
+            row["labels"] = check_partial_labels(raw.get("emotion"), raw.get("intent"), raw.get("customer_type"))
+        else:
+            row["labels"] = check_labels(raw.get("emotion"), raw.get("intent"), raw.get("customer_type"))
     return row
+
+
+PARTIAL_SOURCES = ("feedback",)  # rows that may leave a head unlabelled (null or absent), as weak rows do
+
+
+def check_partial_labels(emotion: object, intent: object, customer_type: object) -> tuple:
+    """check_labels for a row that may leave heads unlabelled: a None head stays None (masked in the loss,
+    see label_arrays); at least one head must be given."""
+    if emotion is None and intent is None and customer_type is None:
+        raise LabelError("no label: at least one of emotion, intent, customer_type is needed")
+    from kefu_router.labels import EMOTION, INTENT
+
+    e, i, t = check_labels(emotion if emotion is not None else EMOTION.labels[0],
+                           intent if intent is not None else INTENT.labels[0], customer_type or [])
+    return (e if emotion is not None else None, i if intent is not None else None, t if customer_type is not None else None)
 
 
 def load_examples(path: str | Path, skip_bad: bool = False) -> tuple[list[Example], LoadReport]:

@@ -3,8 +3,9 @@
     summary = export_feedback(store, since, until, "corrections.parquet", chat_export="chats.jsonl")
 
 Each message an agent gave final labels for in [since, until) becomes one `Correction`
-(training/corrections.py): the agent's labels, and the model's own for a head the agent left out
-(the agent saw it and kept it). `merge_corrections` then places it in its conversation, gives it the
+(training/corrections.py): per head, the latest label an agent gave (Store's per-head merge); a head no
+agent gave is left unlabelled (None, as for weak rows: masked in the loss), never filled with the model's
+own label (docs/serving.md: a head left out is not reviewed). `merge_corrections` then places it in its conversation, gives it the
 turns before it as context, and sets aside (and counts) what would leak into the frozen dev/test
 splits, exactly as for a corrections CSV. The text comes from:
 
@@ -31,7 +32,8 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kefu_router.labels import LabelError, check_labels
+from kefu_router.labels import LabelError
+from kefu_router.training.data import check_partial_labels
 from kefu_router.training.corrections import Correction, MergeResult, held_out_data, merge_corrections, write_rows
 
 
@@ -80,9 +82,12 @@ def corrections_from(rows: list[dict]) -> tuple[list[Correction], list[str]]:
             bad.append(f"{where}: logged without conversation_id and turn; cannot be placed in a conversation")
             continue
         final = r["final"]
-        pick = lambda head: final.get(head) if final.get(head) is not None else r.get(head)  # noqa: E731
+        given = {h: final.get(h) for h in ("emotion", "intent", "customer_type") if final.get(h) is not None}
+        if not given:
+            bad.append(f"{where}: feedback gave no label (a playbook only)")
+            continue
         try:
-            emotion, intent, traits = check_labels(pick("emotion"), pick("intent"), pick("customer_type"))
+            emotion, intent, traits = check_partial_labels(given.get("emotion"), given.get("intent"), given.get("customer_type"))
         except LabelError as exc:
             bad.append(f"{where}: {exc}")
             continue

@@ -12,6 +12,7 @@ connection refused), with the driver's reason; the service answers 503 with it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -33,6 +34,7 @@ from kefu_router.store.tables import Feedback, Prediction
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+FEEDBACK_HEADS = ("emotion", "intent", "customer_type", "playbook")
 
 
 class StoreUnavailable(RuntimeError):
@@ -104,10 +106,14 @@ class Store:
         self.url = url if isinstance(url, URL) else database_url(url)
         self.dialect = self.url.get_backend_name()
         if self.dialect == "sqlite":
+            problem = None
             if self.url.database and self.url.database != ":memory:":
-                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:  # like any store that cannot be opened: StoreUnavailable on use (503), not here
+                    problem = f"cannot create the folder of {self.url.database}: {exc.strerror or exc}"
             self.engine: Engine = create_engine(self.url, connect_args={"timeout": connect_timeout_s})
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", functools.partial(_sqlite_pragmas, problem=problem))
         else:
             args = {"connect_timeout": max(1, int(connect_timeout_s))} if self.dialect == "postgresql" else {}
             self.engine = create_engine(self.url, pool_pre_ping=True, connect_args=args)
@@ -279,7 +285,7 @@ class Store:
         """Message predictions made in [since, until), oldest first, with the latest label feedback on each.
 
         Each dict: the Prediction columns, plus `final` (None, or {emotion, intent, customer_type, agent_id,
-        created_at} of the agent's latest label feedback; a head the agent left out is None there).
+        created_at}: per head the latest feedback that gave it, None for a head no feedback gave).
         """
         rows, finals = self._logged_with_feedback("message", since, until, Feedback.prediction_id)
         return [{**_as_dict(r), "final": finals.get(r.id)} for r in rows]
@@ -325,24 +331,33 @@ class Store:
 
     @staticmethod
     def _latest_feedback(session: Session, ids: list[str], column) -> dict[str, dict]:
+        """The final labels per row id, merged per head: each of emotion, intent, customer_type and playbook is
+        the latest feedback that gave that head (None when no feedback gave it: not reviewed); `agent_id` and
+        `created_at` are those of the latest feedback row. The one place this merge is computed (the export,
+        the quality report and the console all read it)."""
         finals: dict[str, dict] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             for fb in session.scalars(select(Feedback).where(column.in_(chunk)).order_by(Feedback.created_at, Feedback.id)):
-                finals[getattr(fb, column.key)] = {  # later rows overwrite earlier ones: the latest wins
-                    "emotion": fb.emotion, "intent": fb.intent, "customer_type": fb.customer_type,
-                    "playbook": fb.playbook, "agent_id": fb.agent_id, "created_at": _utc(fb.created_at),
-                }
+                final = finals.setdefault(getattr(fb, column.key), dict.fromkeys(FEEDBACK_HEADS))
+                for head in FEEDBACK_HEADS:  # a head this row left out keeps the earlier row's value
+                    if getattr(fb, head) is not None:
+                        final[head] = getattr(fb, head)
+                final["agent_id"], final["created_at"] = fb.agent_id, _utc(fb.created_at)
         return finals
 
-    def prune(self, before: datetime) -> dict[str, int]:
-        """Delete predictions and feedback created before `before` (feedback on a deleted prediction goes too)."""
+    def prune(self, before: datetime, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete predictions and feedback created before `before` (feedback on a deleted prediction goes too);
+        with dry_run, count what would be deleted and delete nothing."""
         before = _utc(before)
         with self._session() as session:
             old = select(Prediction.id).where(Prediction.created_at < before)
-            feedback = session.execute(delete(Feedback).where(or_(
-                Feedback.created_at < before, Feedback.prediction_id.in_(old), Feedback.decision_id.in_(old),
-            ))).rowcount
+            feedback_old = or_(Feedback.created_at < before, Feedback.prediction_id.in_(old), Feedback.decision_id.in_(old))
+            if dry_run:
+                return {"predictions": session.scalar(select(func.count()).select_from(Prediction)
+                                                      .where(Prediction.created_at < before)),
+                        "feedback": session.scalar(select(func.count()).select_from(Feedback).where(feedback_old))}
+            feedback = session.execute(delete(Feedback).where(feedback_old)).rowcount
             predictions = session.execute(delete(Prediction).where(Prediction.created_at < before)).rowcount
         return {"predictions": predictions, "feedback": feedback}
 
@@ -358,9 +373,21 @@ def _as_dict(row: Prediction) -> dict:
     return out
 
 
-def _sqlite_pragmas(connection, _record) -> None:
+def _sqlite_pragmas(connection, _record, problem: Optional[str] = None) -> None:
+    """Per connection: the pragmas. A folder that could not be created, or a file that is not a SQLite database,
+    is raised as sqlite3.OperationalError, which every Store method reports as StoreUnavailable (503)."""
+    import sqlite3
+
+    if problem is not None:
+        raise sqlite3.OperationalError(problem)
     cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer thread
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer thread
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:  # "file is not a database"
+        raise sqlite3.OperationalError(f"not a SQLite database: {exc}") from None
+    finally:
+        cursor.close()

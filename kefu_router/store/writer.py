@@ -137,12 +137,27 @@ class PredictionLog:
                 if stop_deadline is not None:
                     time.sleep(min(delay, max(0.0, stop_deadline - time.monotonic())))
                 continue
-            except Exception as exc:  # a row the database refuses (should not happen): drop this batch, keep going
-                log.exception("prediction log batch refused; dropped", extra={"rows": len(batch)})
-                self.dropped += len(batch)
-                self._on_drop(len(batch))
+            except Exception as exc:  # the database refused the batch (a data error): retry its rows one by one
+                refused, unsent = self._insert_one_by_one(rows)
+                if unsent:  # the store went away meanwhile: keep what was not written for the back-off
+                    self._pending.extendleft(reversed(unsent))  # (prepared rows: preparing again changes nothing)
+                    delay = min(10.0, max(0.5, delay * 2))
+                    self._settle(len(batch) - len(unsent))
+                    if refused:
+                        self.dropped += refused
+                        self._on_drop(refused)
+                    continue
+                if refused:
+                    log.error("prediction log rows refused; dropped", extra={"rows": refused, "batch": len(batch),
+                                                                             "reason": f"{type(exc).__name__}: {exc}"[:300]})
+                    self.dropped += refused
+                    self._on_drop(refused)
+                if refused == len(batch):
+                    self._settle(len(batch))
+                    self._failed(f"{type(exc).__name__}: {exc}"[:300])
+                    continue
+                self._on_write(len(rows) - refused, time.perf_counter() - started)
                 self._settle(len(batch))
-                self._failed(f"{type(exc).__name__}: {exc}"[:300])
                 continue
             delay = 0.0
             if self.healthy is not True:
@@ -151,6 +166,20 @@ class PredictionLog:
             self._on_health(True)
             self._on_write(len(rows), time.perf_counter() - started)
             self._settle(len(batch))
+
+    def _insert_one_by_one(self, rows: list[dict]) -> tuple[int, list[dict]]:
+        """Insert rows one at a time, so a row the database refuses (e.g. NUL in text on PostgreSQL) costs only
+        itself: (rows refused, rows not tried because the store became unavailable)."""
+        refused = 0
+        for n, row in enumerate(rows):
+            try:
+                self.store.insert_predictions([row])
+            except StoreUnavailable as exc:
+                self._failed(str(exc))
+                return refused, rows[n:]
+            except Exception:
+                refused += 1
+        return refused, []
 
     def _failed(self, reason: str) -> None:
         if self.healthy is not False:
@@ -165,5 +194,5 @@ class PredictionLog:
         if self.text_key is not None:
             row["text_hmac"] = text_hmac(self.text_key, text)
         if self.store_text:
-            row["text_masked"] = mask_pii(text[: self.max_text_chars])
+            row["text_masked"] = mask_pii(text[: self.max_text_chars]).replace("\x00", "")  # PostgreSQL refuses NUL
         return row
