@@ -68,7 +68,9 @@ def _no_nul(value):
 
 
 # A string field that is written to the store (ids, keys): valid Unicode, no NUL.
-StoreStr = Annotated[str, BeforeValidator(_valid_unicode), AfterValidator(_no_nul)]
+# The schema says so too (an ECMA pattern), so clients and schemathesis know a NUL is refused.
+StoreStr = Annotated[str, BeforeValidator(_valid_unicode), AfterValidator(_no_nul),
+                     Field(json_schema_extra={"pattern": r"^[^\u0000]*$"})]
 
 
 def _visible(text: str) -> str:
