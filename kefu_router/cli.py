@@ -462,16 +462,23 @@ def _need_serve_extras(exc: ImportError) -> None:
     fail(f"{exc.name or exc} is not installed: this command needs the serve extra, pip install -e \".[serve]\"")
 
 
-def parse_age(value: str) -> "timedelta":
-    """'90d', '12h', '4w', '30m' -> timedelta; ValueError for anything else."""
+AGE_UNITS = {"d": "days", "h": "hours", "w": "weeks", "m": "minutes"}
+
+
+def parse_age(value: str, units: str = "dhwm") -> "timedelta":
+    """'90d', '12h', '4w', '30m' -> timedelta, for the unit letters in `units` (d days, h hours, w weeks,
+    m minutes); ValueError for anything else or an age past timedelta's range."""
     import re
     from datetime import timedelta
 
     match = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", value or "")
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"{value!r} is not an age such as 90d, 12h, 4w or 30m")
-    unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
-    return timedelta(**{unit: int(match.group(1))})
+    if not match or match.group(2) not in units or int(match.group(1)) == 0:
+        examples = [example for example in ("90d", "12h", "4w", "30m") if example[-1] in units]
+        raise ValueError(f"{value!r} is not an age such as {', '.join(examples[:-1])} or {examples[-1]}")
+    try:
+        return timedelta(**{AGE_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long an age (at most {timedelta.max.days} days)") from None
 
 
 def parse_moment(value: str, now: "datetime") -> "datetime":
@@ -489,6 +496,17 @@ def parse_moment(value: str, now: "datetime") -> "datetime":
     except ValueError:
         raise ValueError(f"{value!r} is neither a date (2026-11-01, 2026-11-01T08:00+08:00) nor an age (28d)") from None
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _time_window(since: str, until: str) -> tuple["datetime", "datetime"]:
+    """--since and --until as UTC datetimes (see parse_moment); one clear line and exit 1 when either is bad."""
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    try:
+        return parse_moment(since, now), parse_moment(until, now)
+    except (ValueError, OverflowError) as exc:  # OverflowError: an age that reaches before year 1
+        fail(str(exc) if isinstance(exc, ValueError) else f"{since!r} or {until!r} reaches before year 1: give a shorter age")
 
 
 def _open_store(db: Optional[str], migrate: bool = True):
@@ -521,19 +539,11 @@ def parse_retention_age(value: str) -> "timedelta":
     'm' is refused: it reads as months but parse_age takes it as minutes, and this deletes data.
     """
     import re
-    from datetime import timedelta
 
-    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value or "")
-    if match and match.group(2).lower() in ("m", "min", "mo", "month", "months"):
+    if re.fullmatch(r"\s*\d+\s*(m|min|mo|month|months)\s*", value or "", flags=re.IGNORECASE):
         raise ValueError(f"{value!r}: 'm' is ambiguous (minutes or months?) for a command that deletes data; "
                          "give days (90d), hours (48h) or weeks (12w)")
-    if not match or match.group(2) not in ("d", "h", "w") or int(match.group(1)) == 0:
-        raise ValueError(f"{value!r} is not an age such as 90d, 48h or 12w")
-    unit = {"h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
-    try:
-        return timedelta(**{unit: int(match.group(1))})
-    except OverflowError:
-        raise ValueError(f"{value!r} is too long an age (at most {timedelta.max.days} days)") from None
+    return parse_age(value, units="dhw")
 
 
 @db_app.command("prune")
@@ -576,17 +586,12 @@ def feedback_export(
 ):
     """Agents' final labels as training rows in the corpus format; dev/test conversations are set aside and counted."""
     import os
-    from datetime import datetime, timezone
 
     try:
         from kefu_router.training.feedback_export import ExportError, export_feedback
     except ImportError as exc:
         _need_training_extras(exc)
-    now = datetime.now(timezone.utc)
-    try:
-        start, end = parse_moment(since, now), parse_moment(until, now)
-    except ValueError as exc:
-        fail(str(exc))
+    start, end = _time_window(since, until)
     store = _open_store(db)
     from kefu_router.store import StoreUnavailable
 
@@ -619,8 +624,6 @@ def quality_report(
     db: Optional[str] = DbOption,
 ):
     """A self-contained HTML page: agreement with agents per head and week, confusion, review flag, drift; per model version."""
-    from datetime import datetime, timezone
-
     try:
         from kefu_router.quality.report import compute, write_html
         import jinja2, matplotlib  # noqa: E401,F401
@@ -629,9 +632,8 @@ def quality_report(
     from kefu_router.bundle import load_bundle
     from kefu_router.store import StoreUnavailable
 
-    now = datetime.now(timezone.utc)
+    start, end = _time_window(since, until)
     try:
-        start, end = parse_moment(since, now), parse_moment(until, now)
         metadata = load_bundle(model).metadata
     except (_user_errors() + (ValueError,)) as exc:
         fail(str(exc))
