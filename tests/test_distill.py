@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import MINI_DATA  # noqa: E402
-from test_real_set import USS  # noqa: E402
+from test_real_set import shared  # noqa: E402,F401 (the fixture, extended below)
 
 from kefu_router.labels import CUSTOMER_TYPE, EMOTION  # noqa: E402
 from kefu_router.training.corpus.unlabelled import unlabelled_examples  # noqa: E402
@@ -31,14 +31,11 @@ def test_distillation_loss_is_zero_only_when_the_student_matches_the_teacher():
 
 
 @pytest.fixture()
-def shared(tmp_path):
-    root = tmp_path / "data"
-    (root / "jddc_uss").mkdir(parents=True)
-    (root / "jddc_uss" / "valid_jddc.txt").write_text("\n".join(USS) + "\n", encoding="utf-8")
-    (root / "atec_antfin").mkdir()
-    (root / "atec_antfin" / "atec_nlp_sim_train.csv").write_text(
+def shared_with_atec(shared):  # test_real_set's fake ../shared/data, plus an ATEC file
+    (shared / "atec_antfin").mkdir()
+    (shared / "atec_antfin" / "atec_nlp_sim_train.csv").write_text(
         "\ufeff1\t\ufeff花呗怎么还款\t借呗额度没了\t0\n2\t花呗怎么还款\t我的快递到哪了\t1\n", encoding="utf-8")
-    return root
+    return shared
 
 
 def _labelled(key: str, text: str, split: str) -> Example:
@@ -46,7 +43,8 @@ def _labelled(key: str, text: str, split: str) -> Example:
     return Example(key, conversation, text, (), "neutral", "logistics", (), split, "jddc_uss")
 
 
-def test_transfer_set_leaves_out_held_out_conversations_and_labelled_texts(shared):
+def test_transfer_set_leaves_out_held_out_conversations_and_labelled_texts(shared_with_atec):
+    shared = shared_with_atec
     labelled = [_labelled("jddc_uss:valid:1:1", "怎么还不退款", "dev"),  # its whole dialogue is held out
                 _labelled("jddc_uss:valid:0:0", "在吗", "train")]
     rows, counts = unlabelled_examples(shared, ["jddc_uss", "atec"], labelled, max_rows=100, max_context_turns=2)
