@@ -30,19 +30,15 @@ COLUMNS = (("emotion", "emotion_macro_f1"), ("intent", "intent_macro_f1"), ("tra
            ("emotion ECE", "emotion_ece"), ("intent ECE", "intent_ece"))
 
 
-def case_pass_rate(bundle: str, shared: Path | None) -> float:
-    from kefu_router.predictor import Predictor
+def case_pass_rate(predictor, shared: Path | None) -> float:
     from kefu_router.training.behaviour import OWN_CASES, load_cases, run_cases
 
     files = [OWN_CASES] + ([shared / "cases" / "field_cases.jsonl"] if shared else [])
-    report = run_cases(Predictor(bundle), [c for f in files for c in load_cases(f)])
+    report = run_cases(predictor, [c for f in files for c in load_cases(f)])
     return sum(v["pass_rate"] * v["cases"] for v in report.values()) / sum(v["cases"] for v in report.values())
 
 
-def speed(bundle: str, messages: list) -> float:
-    from kefu_router.predictor import Predictor
-
-    predictor = Predictor(bundle)
+def speed(predictor, messages: list) -> float:
     predictor.predict(messages[:64])
     start = time.perf_counter()
     for i in range(0, len(messages), 2048):
@@ -65,14 +61,15 @@ def main() -> None:
         name, _, paths = item.partition("=")
         bundle, _, eval_dir = paths.partition(":")
         metrics = json.loads((Path(eval_dir) / "metrics.json").read_text(encoding="utf-8"))["groups"]["real"]
-        if messages is None:
-            from kefu_router.bundle import load_bundle
+        from kefu_router.predictor import Predictor
 
-            messages = real_messages(args.shared_data, load_bundle(bundle).max_context_turns, args.messages, seed=0)
+        predictor = Predictor(bundle)
+        if messages is None:
+            messages = real_messages(args.shared_data, predictor.bundle.max_context_turns, args.messages, seed=0)
         rows[name] = {
             **{key: metrics["headline"].get(key) for _, key in COLUMNS}, "n": metrics["n"],
-            "field_cases_pass_rate": case_pass_rate(bundle, args.shared_data.parent),
-            "messages_per_s": speed(bundle, messages),
+            "messages_per_s": speed(predictor, messages),
+            "field_cases_pass_rate": case_pass_rate(predictor, args.shared_data.parent),
             "size_mb": sum(f.stat().st_size for f in Path(bundle).iterdir() if f.is_file()) / 1e6,
         }
         print(f"{name}: done", file=sys.stderr)

@@ -293,8 +293,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     hf_tokenizer.save_pretrained(checkpoint)
     save_config(config, out_dir / "config.yaml")
     write_json(out_dir / "schema.json", schema_dict())
-    temperatures = fit_temperatures(predict_logits(model, tokenizer, dev_ex, config), dev_targets)
-    review = fit_review_threshold(predict_probabilities(model, tokenizer, dev_ex, config, temperatures=temperatures), dev_targets)
+    dev_logits = predict_logits(model, tokenizer, dev_ex, config)  # one pass serves both fits
+    temperatures = fit_temperatures(dev_logits, dev_targets)
+    review = fit_review_threshold({h.name: head_probabilities(h, dev_logits[h.name], temperatures) for h in HEADS}, dev_targets)
     write_json(out_dir / "thresholds.json", {CUSTOMER_TYPE.name: thresholds, "temperature": temperatures,
                                              **({"review": review} if review else {})})
     all_examples = [ex for s in splits.values() for ex in s]
